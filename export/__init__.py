@@ -1,0 +1,1 @@
+"""Exporter: checkpoint -> bundle (manifest + ONNX encoder/head, optional TensorRT engines)."""

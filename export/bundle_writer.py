@@ -1,0 +1,71 @@
+"""Checkpoint -> bundle folder: ONNX files, parity.json, optional engines, manifest.json last."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from lofi.runtime.bundle import ENCODER_FILE, HEAD_FILE, MANIFEST, Manifest, write_manifest
+from lofi.runtime.errors import LofiError
+from lofi.runtime.postprocess import PostConfig
+from lofi.runtime.snippets import SnippetGrid
+from lofi.trainer.checkpoint import load_checkpoint, models_from_checkpoint
+from lofi.export.onnx_export import export_encoder, export_head
+from lofi.export.parity import check_parity
+
+
+def export_bundle(checkpoint: Path, out: Path, fp16: bool = False, trt: bool = False,
+                  encoder_batch: int = 16) -> tuple[Path, dict]:
+    """Write the bundle; returns it with the parity report (caller decides on failure)."""
+    ckpt = load_checkpoint(checkpoint)
+    encoder, head = models_from_checkpoint(ckpt, checkpoint)
+    cfg = ckpt["config"]
+    d, m = cfg["data"], cfg["model"]
+    if d["mode"] != "window":
+        raise LofiError("the streaming runtime needs a model trained with data.mode=window")
+    h, w = _input_size(ckpt)
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise LofiError(f"{out} exists and is not a bundle; refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    precision = "fp16" if fp16 else "fp32"
+    export_encoder(encoder, d["mean"], d["std"], d["k"], h, w, out / ENCODER_FILE, fp16)
+    export_head(head, encoder.out_dim, out / HEAD_FILE, fp16)
+    parity = check_parity(out, encoder, head, d["mean"], d["std"], d["k"], h, w, precision)
+    (out / "parity.json").write_text(json.dumps(parity, indent=1))
+    window = int(m["head_window"])
+    top = max(head.strides)
+    if window % top:
+        raise LofiError(f"model.head_window must be a multiple of the largest stride {top}")
+    context = head.context()
+    engines = []
+    files = [ENCODER_FILE, HEAD_FILE]
+    if trt:
+        from lofi.export.tensorrt_build import build_engine
+
+        enc = build_engine(out / ENCODER_FILE, out / "encoder.plan", "frames",
+                           ((1, d["k"], h, w, 3), (encoder_batch, d["k"], h, w, 3), (4 * encoder_batch, d["k"], h, w, 3)))
+        hd = build_engine(out / HEAD_FILE, out / "head.plan", "features",
+                          ((1, encoder.out_dim, top), (1, encoder.out_dim, window + 2 * context),
+                           (1, encoder.out_dim, 64 * (window + 2 * context))))
+        engines = [{"part": "encoder", "precision": precision, **enc}, {"part": "head", "precision": precision, **hd}]
+        files += ["encoder.plan", "head.plan"]
+    manifest = Manifest(
+        labels=list(ckpt["labels"]),
+        grid=SnippetGrid(float(ckpt["fps"]), int(d["k"]), int(d["frame_stride"]), float(d["hop"])),
+        height=h, width=w, mean=list(d["mean"]), std=list(d["std"]),
+        feature_dim=encoder.out_dim, strides=head.strides, window=window, context=context,
+        max_reach=float(m["max_reach"]), post=PostConfig.from_dict(cfg["postprocess"]),
+        precision=precision, files={f: "" for f in files}, engines=engines,
+    )
+    write_manifest(out, manifest)
+    return out, parity
+
+
+def _input_size(ckpt: dict) -> tuple[int, int]:
+    size = ckpt.get("input_size")
+    if not size:
+        raise LofiError("checkpoint has no input_size (not a lofi or head stage checkpoint)")
+    return int(size[0]), int(size[1])

@@ -1,0 +1,184 @@
+"""ActivityNet-format annotations, results files and event lines: the one reader/writer of each."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lofi.runtime.errors import LofiError
+
+RESULTS_VERSION = "VERSION 1.3"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One labelled temporal segment in seconds; `score` is 1.0 for ground truth."""
+
+    video: str
+    label: str
+    start: float
+    end: float
+    score: float = 1.0
+
+
+@dataclass
+class VideoInfo:
+    subset: str
+    duration: float
+    segments: list[Segment] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GroundTruth:
+    """Parsed annotation file: videos by id and the label list in first-seen order."""
+
+    videos: dict[str, VideoInfo]
+    labels: list[str]
+
+    def subset(self, name: str | None) -> GroundTruth:
+        if name is None:
+            return self
+        videos = {v: info for v, info in self.videos.items() if info.subset == name}
+        if not videos:
+            raise LofiError(f"no videos in subset '{name}'")
+        labels = [lab for lab in self.labels if any(s.label == lab for i in videos.values() for s in i.segments)]
+        return GroundTruth(videos, labels)
+
+    def segments(self) -> list[Segment]:
+        return [s for info in self.videos.values() for s in info.segments]
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise LofiError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LofiError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def _segment(raw: Any, where: str) -> tuple[float, float]:
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        raise LofiError(f"{where}: 'segment' must be [start, end]")
+    try:
+        start, end = float(raw[0]), float(raw[1])
+    except (TypeError, ValueError):
+        raise LofiError(f"{where}: segment bounds must be numbers") from None
+    if not (math.isfinite(start) and math.isfinite(end)):
+        raise LofiError(f"{where}: segment bounds must be finite")
+    if end <= start:
+        raise LofiError(f"{where}: segment end {end} <= start {start}")
+    return start, end
+
+
+def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        raise LofiError(f"{source}: missing top-level 'database' object")
+    videos: dict[str, VideoInfo] = {}
+    labels: list[str] = []
+    for vid, entry in data["database"].items():
+        where = f"{source}: video '{vid}'"
+        if not isinstance(entry, dict):
+            raise LofiError(f"{where} is not an object")
+        for key in ("subset", "duration", "annotations"):
+            if key not in entry:
+                raise LofiError(f"{where} has no '{key}'")
+        try:
+            duration = float(entry["duration"])
+        except (TypeError, ValueError):
+            raise LofiError(f"{where}: duration must be a number") from None
+        if not duration > 0:
+            raise LofiError(f"{where}: duration must be positive")
+        if not isinstance(entry["annotations"], list):
+            raise LofiError(f"{where}: 'annotations' must be a list")
+        segments = []
+        for i, ann in enumerate(entry["annotations"]):
+            here = f"{where} annotation {i}"
+            if not isinstance(ann, dict) or "segment" not in ann or "label" not in ann:
+                raise LofiError(f"{here} needs 'segment' and 'label'")
+            start, end = _segment(ann["segment"], here)
+            label = str(ann["label"])
+            if label not in labels:
+                labels.append(label)
+            segments.append(Segment(vid, label, start, end))
+        extra = {k: v for k, v in entry.items() if k not in ("subset", "duration", "annotations")}
+        videos[vid] = VideoInfo(str(entry["subset"]), duration, segments, extra)
+    return GroundTruth(videos, labels)
+
+
+def load_ground_truth(path: str | Path) -> GroundTruth:
+    return parse_ground_truth(_read_json(path, "annotation file"), str(path))
+
+
+def ground_truth_json(gt: GroundTruth) -> dict[str, Any]:
+    database = {}
+    for vid, info in gt.videos.items():
+        database[vid] = {
+            "subset": info.subset,
+            "duration": round(info.duration, 6),
+            "annotations": [
+                {"segment": [round(s.start, 6), round(s.end, 6)], "label": s.label}
+                for s in info.segments
+            ],
+            **info.extra,
+        }
+    return {"version": RESULTS_VERSION, "database": database}
+
+
+def parse_results(data: Any, source: str = "results") -> list[Segment]:
+    if not isinstance(data, dict) or not isinstance(data.get("results"), dict):
+        raise LofiError(f"{source}: missing top-level 'results' object")
+    out = []
+    for vid, preds in data["results"].items():
+        if not isinstance(preds, list):
+            raise LofiError(f"{source}: results for '{vid}' must be a list")
+        for i, p in enumerate(preds):
+            here = f"{source}: video '{vid}' prediction {i}"
+            if not isinstance(p, dict) or not {"label", "score", "segment"} <= p.keys():
+                raise LofiError(f"{here} needs 'label', 'score' and 'segment'")
+            start, end = _segment(p["segment"], here)
+            try:
+                score = float(p["score"])
+            except (TypeError, ValueError):
+                raise LofiError(f"{here}: score must be a number") from None
+            out.append(Segment(vid, str(p["label"]), start, end, score))
+    return out
+
+
+def load_results(path: str | Path) -> list[Segment]:
+    return parse_results(_read_json(path, "results file"), str(path))
+
+
+def results_json(segments: list[Segment], videos: list[str] | None = None) -> dict[str, Any]:
+    """ActivityNet results dict; `videos` lists ids that must appear even with no detection."""
+    results: dict[str, list[dict[str, Any]]] = {v: [] for v in videos or []}
+    for s in segments:
+        results.setdefault(s.video, []).append(
+            {"label": s.label, "score": round(s.score, 6), "segment": [round(s.start, 3), round(s.end, 3)]}
+        )
+    return {"version": RESULTS_VERSION, "results": results, "external_data": {}}
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def event_line(segment: Segment, emitted_at: float) -> str:
+    """One JSON line per finished action, in the DESIGN.md event schema."""
+    return json.dumps(
+        {
+            "video": segment.video,
+            "label": segment.label,
+            "score": round(segment.score, 6),
+            "start": round(segment.start, 3),
+            "end": round(segment.end, 3),
+            "emitted_at": round(emitted_at, 3),
+        }
+    )

@@ -1,0 +1,110 @@
+"""`lofi-stream` and `lofi-eval`."""
+
+from __future__ import annotations
+
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from lofi.runtime.annotations import (
+    Segment,
+    event_line,
+    load_ground_truth,
+    load_results,
+    results_json,
+    write_json,
+)
+from lofi.runtime.decode import VideoReader
+from lofi.runtime.errors import LofiError, cli_errors
+from lofi.runtime.evaluation import evaluate, parse_tiou
+from lofi.runtime.models import DEVICES, BundleModels
+from lofi.runtime.streaming import StreamLocalizer
+
+
+def _video_id(source: str) -> str:
+    return Path(source).stem if "://" not in source else source.rstrip("/").rsplit("/", 1)[-1]
+
+
+def stream_sources(models: BundleModels, sources: list[str], quiet: bool = False,
+                   out=sys.stdout) -> tuple[dict[str, list[Segment]], dict]:
+    """Stream each source in turn, printing events as they become final."""
+    m = models.manifest
+    results: dict[str, list[Segment]] = {}
+    stats = {"videos": 0, "frames": 0, "video_seconds": 0.0, "wall_seconds": 0.0, "events": 0}
+    t0 = time.perf_counter()
+    for source in sources:
+        vid = _video_id(source)
+
+        def on_event(seg: Segment, now: float) -> None:
+            stats["events"] += 1
+            if not quiet:
+                print(event_line(seg, now), file=out, flush=True)
+
+        reader = VideoReader(source, m.grid.fps, (m.height, m.width))
+        loc = StreamLocalizer(models, vid, on_event=on_event)
+        for frame in reader:
+            loc.push(frame)
+        loc.finish()
+        results[vid] = loc.results()
+        stats["videos"] += 1
+        stats["frames"] += reader.frames_out
+        stats["video_seconds"] += reader.duration
+    wall = time.perf_counter() - t0
+    stats["wall_seconds"] = round(wall, 3)
+    stats["realtime_factor"] = round(stats["video_seconds"] / max(wall, 1e-9), 2)
+    stats["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return results, stats
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--bundle", required=True, type=click.Path(), help="Bundle folder from lofi-export.")
+@click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
+@click.option("--results", "results_path", type=click.Path(), help="Write an ActivityNet results file.")
+@click.option("--stats", "stats_path", type=click.Path(), help="Write throughput/memory stats (JSON).")
+@click.option("--threads", type=int, default=0, help="Intra-op threads (0: library default).")
+@click.option("--quiet", is_flag=True, help="Do not print event lines.")
+@cli_errors
+def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet) -> None:
+    """Localize actions in SOURCES (files, URLs FFmpeg can open, /dev/videoN or camera:N).
+
+    Prints one JSON line per action as soon as it is final.
+    """
+    models = BundleModels(bundle, device, threads)
+    results, stats = stream_sources(models, list(sources), quiet)
+    if results_path:
+        write_json(results_path, results_json([s for segs in results.values() for s in segs], list(results)))
+    if stats_path:
+        write_json(stats_path, stats)
+    print(f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
+          f"{stats['realtime_factor']}x real time, {stats['events']} events", file=sys.stderr)
+
+
+@click.command()
+@click.option("--ground-truth", "gt_path", required=True, type=click.Path(), help="ActivityNet JSON.")
+@click.option("--predictions", "pred_path", required=True, type=click.Path(), help="Results JSON.")
+@click.option("--tiou", default="anet", show_default=True, help="'anet', 'thumos' or e.g. 0.3,0.5,0.7.")
+@click.option("--subset", default="validation", show_default=True)
+@click.option("--json", "json_path", type=click.Path(), help="Write the mAP report as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(), help="Write a timeline plot (PNG).")
+@cli_errors
+def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
+    """Detection mAP with the ActivityNet protocol."""
+    gt = load_ground_truth(gt_path).subset(subset)
+    preds = load_results(pred_path)
+    report = evaluate(gt, preds, parse_tiou(tiou))
+    click.echo(report.table())
+    for label, aps in report.per_class.items():
+        click.echo(f"  {label:<20} avg AP {100 * sum(aps) / len(aps):6.2f}")
+    if json_path:
+        write_json(json_path, report.as_json())
+    if plot_path:
+        from lofi.runtime.plots import plot_timelines
+
+        plot_timelines(gt, preds, Path(plot_path))
+
+

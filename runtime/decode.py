@@ -1,0 +1,107 @@
+"""Video decoding with PyAV at a target frame rate, frames chosen by timestamp."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lofi.runtime.errors import LofiError
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def _open(source: str) -> av.container.InputContainer:
+    """A file path, a URL FFmpeg can open, or a camera (/dev/videoN or camera:N)."""
+    options: dict = {}
+    fmt = None
+    cam = re.fullmatch(r"camera:(\d+)", source)
+    if cam:
+        source, fmt = f"/dev/video{cam.group(1)}", "v4l2"
+    elif source.startswith("/dev/video"):
+        fmt = "v4l2"
+    elif source.startswith("rtsp://"):
+        options = {"rtsp_transport": "tcp"}
+    if not _URL.match(source) and fmt is None:
+        path = Path(source)
+        if not path.exists():
+            raise LofiError(f"video not found: {source}")
+        if path.is_file() and path.stat().st_size == 0:
+            raise LofiError(f"video file is empty: {source}")
+    try:
+        return av.open(source, format=fmt, options=options, timeout=10.0)
+    except av.FFmpegError as exc:
+        raise LofiError(f"cannot open video {source}: {exc}") from None
+
+
+class VideoReader:
+    """Iterates RGB uint8 frames (H, W, 3) sampled at `fps`: output frame n shows the source
+    frame on screen at n/fps seconds, so variable-frame-rate input works."""
+
+    def __init__(self, source: str | Path, fps: float, size: tuple[int, int] | None = None):
+        self.source = str(source)
+        self.fps = float(fps)
+        self.size = size
+        self.frames_out = 0
+        self.ended = False
+
+    @property
+    def duration(self) -> float:
+        """Seconds decoded so far (the whole video once iteration has finished)."""
+        return self.frames_out / self.fps
+
+    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+        if self.size is None:
+            return frame.to_ndarray(format="rgb24")
+        h, w = self.size
+        return frame.to_ndarray(width=w, height=h, format="rgb24")
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        container = _open(self.source)
+        try:
+            if not container.streams.video:
+                raise LofiError(f"no video stream in {self.source}")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            origin = None
+            if stream.start_time is not None and stream.time_base is not None:
+                origin = float(stream.start_time * stream.time_base)
+            step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
+            prev: np.ndarray | None = None
+            prev_end = 0.0
+            try:
+                for frame in container.decode(stream):
+                    if frame.time is None:
+                        continue
+                    if origin is None:
+                        origin = frame.time
+                    t = frame.time - origin
+                    if prev is not None:
+                        while float(self.frames_out * step) < t:
+                            self.frames_out += 1
+                            yield prev
+                    prev = self._convert(frame)
+                    dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
+                    if dur <= 0 and stream.average_rate:
+                        dur = 1.0 / float(stream.average_rate)
+                    prev_end = t + dur
+            except av.FFmpegError as exc:
+                if prev is None:
+                    raise LofiError(f"cannot decode {self.source}: {exc}") from None
+            if prev is None:
+                raise LofiError(f"no decodable video frames in {self.source}")
+            while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
+                self.frames_out += 1
+                yield prev
+        finally:
+            container.close()
+            self.ended = True
+
+
+def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:
+    """All frames of a video as (T, H, W, 3) uint8."""
+    return np.stack(list(VideoReader(source, fps, size)))

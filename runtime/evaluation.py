@@ -1,0 +1,143 @@
+"""Detection mAP with the ActivityNet protocol (the official evaluation code's matching and AP)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from lofi.runtime.annotations import GroundTruth, Segment
+from lofi.runtime.errors import LofiError
+
+TIOU_PRESETS: dict[str, list[float]] = {
+    "anet": [round(0.5 + 0.05 * i, 2) for i in range(10)],
+    "thumos": [0.3, 0.4, 0.5, 0.6, 0.7],
+}
+
+
+def parse_tiou(spec: str) -> list[float]:
+    """A preset name or a comma-separated list of thresholds in (0, 1]."""
+    if spec in TIOU_PRESETS:
+        return TIOU_PRESETS[spec]
+    try:
+        values = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise LofiError(f"--tiou must be 'anet', 'thumos' or numbers like 0.3,0.5: {spec!r}") from None
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise LofiError(f"tIoU thresholds must lie in (0, 1]: {spec!r}")
+    return values
+
+
+def segment_iou(seg: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """tIoU of one [start, end] against an (N, 2) array."""
+    inter = np.clip(np.minimum(seg[1], others[:, 1]) - np.maximum(seg[0], others[:, 0]), 0, None)
+    union = (seg[1] - seg[0]) + (others[:, 1] - others[:, 0]) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+    """All-point interpolated AP: precision made non-increasing from the right (VOC 2011)."""
+    mprec = np.concatenate([[0.0], precision, [0.0]])
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    for i in range(len(mprec) - 2, -1, -1):
+        mprec[i] = max(mprec[i], mprec[i + 1])
+    idx = np.where(mrec[1:] != mrec[:-1])[0] + 1
+    return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
+
+
+def average_precision(
+    gts: list[Segment], preds: list[Segment], tious: list[float]
+) -> np.ndarray:
+    """AP of one class at each threshold. Predictions are ranked by score (stable for ties);
+    each takes the unmatched ground truth of its video with the highest tIoU >= threshold."""
+    ap = np.zeros(len(tious))
+    if not gts or not preds:
+        return ap
+    by_video: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(gts):
+        by_video[g.video].append(i)
+    gt_arr = np.array([[g.start, g.end] for g in gts])
+    order = sorted(range(len(preds)), key=lambda i: -preds[i].score)
+    tp = np.zeros((len(tious), len(preds)))
+    fp = np.zeros((len(tious), len(preds)))
+    locked = np.full((len(tious), len(gts)), False)
+    for rank, pi in enumerate(order):
+        p = preds[pi]
+        cand = by_video.get(p.video)
+        if not cand:
+            fp[:, rank] = 1
+            continue
+        ious = segment_iou(np.array([p.start, p.end]), gt_arr[cand])
+        by_iou = np.argsort(-ious, kind="stable")
+        for t, thr in enumerate(tious):
+            for j in by_iou:
+                if ious[j] < thr:
+                    break
+                g = cand[j]
+                if locked[t, g]:
+                    continue
+                locked[t, g] = True
+                tp[t, rank] = 1
+                break
+            if not tp[t, rank]:
+                fp[t, rank] = 1
+    tp_c = np.cumsum(tp, axis=1)
+    fp_c = np.cumsum(fp, axis=1)
+    recall = tp_c / len(gts)
+    precision = tp_c / (tp_c + fp_c)
+    for t in range(len(tious)):
+        ap[t] = interpolated_ap(precision[t], recall[t])
+    return ap
+
+
+@dataclass
+class MapReport:
+    tiou: list[float]
+    mAP: list[float]
+    average_mAP: float
+    per_class: dict[str, list[float]]
+
+    def as_json(self) -> dict:
+        return {
+            "tiou": self.tiou,
+            "mAP": self.mAP,
+            "average_mAP": self.average_mAP,
+            "per_class": self.per_class,
+        }
+
+    def table(self, title: str = "") -> str:
+        cols = [t for t in (0.3, 0.5, 0.7, 0.75, 0.95) if t in self.tiou] or self.tiou
+        head = "  ".join(f"{c:>6.2f}" for c in cols)
+        vals = "  ".join(f"{100 * self.mAP[self.tiou.index(c)]:6.2f}" for c in cols)
+        name = f"{title:<12}" if title else ""
+        pad = " " * len(name)
+        return f"{pad}mAP@ {head}     avg\n{name}     {vals}  {100 * self.average_mAP:6.2f}"
+
+
+def evaluate(
+    gt: GroundTruth, predictions: list[Segment], tious: list[float], strict_labels: bool = True
+) -> MapReport:
+    """mAP over the classes of the ground truth; predictions on videos outside it count as false
+    positives (as in the official code), unknown labels are an error when `strict_labels`."""
+    labels = list(gt.labels)
+    unknown = sorted({p.label for p in predictions} - set(labels))
+    if unknown and strict_labels:
+        raise LofiError(f"predicted label(s) unknown to the ground truth: {', '.join(unknown)}")
+    gts_by: dict[str, list[Segment]] = defaultdict(list)
+    for s in gt.segments():
+        gts_by[s.label].append(s)
+    preds_by: dict[str, list[Segment]] = defaultdict(list)
+    for p in predictions:
+        preds_by[p.label].append(p)
+    per_class = {lab: average_precision(gts_by[lab], preds_by[lab], tious) for lab in labels}
+    if per_class:
+        mean = np.mean(np.stack(list(per_class.values())), axis=0)
+    else:
+        mean = np.zeros(len(tious))
+    return MapReport(
+        tiou=list(tious),
+        mAP=[float(x) for x in mean],
+        average_mAP=float(mean.mean()),
+        per_class={k: [float(x) for x in v] for k, v in per_class.items()},
+    )

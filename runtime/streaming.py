@@ -1,0 +1,193 @@
+"""Streaming localization with memory that does not grow with the video.
+
+Frames -> snippets -> encoder (batched) -> a bounded feature buffer -> the head on windows with
+`context` snippets of margin each side (outputs away from a window's edge equal whole-video
+outputs exactly) -> candidates -> StreamingFinalizer -> events as soon as they are final.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lofi.runtime.annotations import Segment
+from lofi.runtime.bundle import Manifest
+from lofi.runtime.models import BundleModels, LevelOutputs
+from lofi.runtime.postprocess import Candidates, PostConfig, StreamingFinalizer, decode_level, finalize
+from lofi.runtime.snippets import SnippetGrid
+
+
+@dataclass(frozen=True)
+class HeadGeometry:
+    """What decoding needs from a manifest, for callers (the trainer) that have no bundle."""
+
+    labels: list[str]
+    grid: SnippetGrid
+    strides: list[int]
+    max_reach: float
+    post: PostConfig
+
+
+def _to_segments(c: Candidates, video: str, labels: list[str]) -> list[Segment]:
+    return [
+        Segment(video, labels[int(lab)], float(s), float(e), float(p))
+        for s, e, p, lab in zip(c.start, c.end, c.score, c.label)
+    ]
+
+
+def decode_outputs(outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int, last: int,
+                   n_snippets: int) -> tuple[Candidates, LevelOutputs]:
+    """Candidates of positions whose first snippet lies in [first, last) and before n_snippets;
+    `outputs` start at snippet `first` on every level. Also returns the kept outputs."""
+    parts, kept = [], []
+    for (cls, reg), stride in zip(outputs, m.strides):
+        lo = first // stride
+        n = max(0, min((min(last, n_snippets) + stride - 1) // stride - lo, cls.shape[1]))
+        cls, reg = cls[:, :n], reg[:, :n]
+        kept.append((cls, reg))
+        parts.append(decode_level(cls, reg, stride, lo, m.grid, m.max_reach, m.post))
+    return Candidates.concat(parts), kept
+
+
+def detect(outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, duration: float,
+           video: str) -> list[Segment]:
+    """Whole-video head outputs (from snippet 0) -> final segments, as offline inference keeps."""
+    cands, _ = decode_outputs(outputs, m, 0, n_snippets, n_snippets)
+    return _to_segments(finalize(cands, duration, m.post), video, m.labels)
+
+
+class StreamLocalizer:
+    """Push frames, receive final segments. `record` keeps per-position head outputs (tests)."""
+
+    def __init__(self, models: BundleModels, video: str, encoder_batch: int = 16,
+                 on_event: Callable[[Segment, float], None] | None = None, record: bool = False):
+        self.models, self.video, self.batch = models, video, encoder_batch
+        self.m = models.manifest
+        self.on_event = on_event
+        self.finalizer = StreamingFinalizer(self.m.post)
+        self.frames: list[np.ndarray] = []
+        self.frame_base = 0  # global index of frames[0]
+        self.n_frames = 0
+        self.next_snippet = 0
+        self.feats: list[np.ndarray] = []
+        self.feat_base = 0  # global snippet index of feats[0]
+        self.window_start = 0  # first output position (snippets) of the next head window
+        self.emitted: list[Segment] = []
+        self.record = record
+        self.recorded: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.m.strides]
+        self.head_calls = 0
+
+    # ---- frames -> features
+    def _encode_ready(self, ended: bool) -> None:
+        g = self.m.grid
+        while True:
+            ready = self.next_snippet
+            total = g.count(self.n_frames) if ended else None
+            while (ready - self.next_snippet < self.batch
+                   and (g.last_frame_needed(ready) < self.n_frames if not ended else ready < total)):
+                ready += 1
+            count = ready - self.next_snippet
+            if count == 0 or (count < self.batch and not ended):
+                return
+            idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
+            clip = np.stack(self.frames)[idx]
+            self.feats.extend(self.models.encode(clip))
+            self.next_snippet = ready
+            keep_from = int(np.floor(self.next_snippet * g.hop + 1e-9))
+            drop = max(0, min(keep_from, self.n_frames - 1) - self.frame_base)
+            del self.frames[:drop]
+            self.frame_base += drop
+
+    # ---- features -> head windows -> events
+    def _run_heads(self, ended: bool) -> list[Segment]:
+        m = self.m
+        out: list[Segment] = []
+        n = self.next_snippet
+        total = self.models.padded_length(n) if ended else None
+        while True:
+            a, b = self.window_start, self.window_start + m.window
+            if ended:
+                if a >= total:
+                    break
+            elif n < b + m.context:
+                break
+            lo = max(0, a - m.context)
+            hi = min(b + m.context, total) if ended else b + m.context
+            x = np.zeros((hi - lo, m.feature_dim), dtype=np.float32)
+            have = np.asarray(self.feats[lo - self.feat_base:min(hi, n) - self.feat_base])
+            x[: len(have)] = have
+            outputs = self.models.head(x)
+            self.head_calls += 1
+            cropped = [(c[:, (a - lo) // s:], r[:, (a - lo) // s:]) for (c, r), s in zip(outputs, m.strides)]
+            cands, kept = decode_outputs(cropped, m, a, b, n if ended else b)
+            if self.record:
+                for level, pair in enumerate(kept):
+                    self.recorded[level].append(pair)
+            if ended:
+                safe, duration = float("inf"), self.n_frames / m.grid.fps
+            else:
+                safe, duration = float(m.grid.time(b - m.max_reach)), None
+            out += self._emit(self.finalizer.push(cands, safe, duration))
+            self.window_start = b
+            drop = max(0, self.window_start - m.context - self.feat_base)
+            del self.feats[:drop]
+            self.feat_base += drop
+        return out
+
+    def _emit(self, c: Candidates) -> list[Segment]:
+        segs = _to_segments(c, self.video, self.m.labels)
+        now = self.n_frames / self.m.grid.fps
+        for s in segs:
+            if self.on_event:
+                self.on_event(s, now)
+        self.emitted += segs
+        return segs
+
+    def push(self, frame: np.ndarray) -> list[Segment]:
+        self.frames.append(frame)
+        self.n_frames += 1
+        self._encode_ready(ended=False)
+        return self._run_heads(ended=False)
+
+    def finish(self) -> list[Segment]:
+        if self.n_frames == 0:
+            return []
+        self._encode_ready(ended=True)
+        return self._run_heads(ended=True)
+
+    def results(self) -> list[Segment]:
+        """The per-video top `max_segments`, exactly what offline inference keeps."""
+        ranked = sorted(self.emitted, key=lambda s: (-s.score, s.start, s.end, self.m.labels.index(s.label)))
+        return ranked[: self.m.post.max_segments]
+
+    def recorded_outputs(self) -> LevelOutputs:
+        return [(np.concatenate([c for c, _ in lv], 1), np.concatenate([r for _, r in lv], 1))
+                for lv in self.recorded]
+
+
+def localize_offline(models: BundleModels, frames: np.ndarray, video: str,
+                     encoder_batch: int = 16) -> tuple[list[Segment], LevelOutputs]:
+    """Whole-video inference: all features, one head call on the zero-padded sequence, NMS."""
+    m = models.manifest
+    g = m.grid
+    n_frames = len(frames)
+    n = g.count(n_frames)
+    idx = g.frame_indices(0, n, n_frames)
+    feats = np.concatenate([models.encode(frames[idx[i:i + encoder_batch]]) for i in range(0, n, encoder_batch)])
+    x = np.zeros((models.padded_length(n), m.feature_dim), dtype=np.float32)
+    x[:n] = feats
+    outputs = models.head(x)
+    _, kept = decode_outputs(outputs, m, 0, n, n)
+    return detect(outputs, m, n, n_frames / g.fps, video), kept
+
+
+def stream_frames(models: BundleModels, frames: Iterable[np.ndarray], video: str,
+                  on_event: Callable[[Segment, float], None] | None = None,
+                  record: bool = False) -> StreamLocalizer:
+    loc = StreamLocalizer(models, video, on_event=on_event, record=record)
+    for f in frames:
+        loc.push(f)
+    loc.finish()
+    return loc

@@ -1,0 +1,1 @@
+"""LoFi trainer: Synth-TAL, data pipeline, models, fidelity schedule, losses and training stages."""

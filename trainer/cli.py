@@ -1,0 +1,98 @@
+"""`lofi-data` (synth, prepare) and `lofi-train` (pretrain, lofi, head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from lofi.runtime.errors import cli_errors
+from lofi.trainer.config import load_config
+from lofi.trainer.data import prepare_cache
+from lofi.trainer.synth import SynthConfig, generate
+
+
+def _bar(desc: str):
+    bar = tqdm(desc=desc, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar
+
+
+@click.group()
+def data_cli() -> None:
+    """Build Synth-TAL or decode a dataset into the training frame cache."""
+
+
+@data_cli.command("synth")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--train-videos", default=48, show_default=True)
+@click.option("--val-videos", default=24, show_default=True)
+@click.option("--classes", default=6, show_default=True, help="Untrimmed classes (pairs first).")
+@click.option("--clip-classes", default=8, show_default=True)
+@click.option("--clips-per-class", default=30, show_default=True)
+@click.option("--size", default="64x64", show_default=True, help="HEIGHTxWIDTH (even).")
+@click.option("--fps", default=8.0, show_default=True)
+@click.option("--duration", default="20:50", show_default=True, help="MIN:MAX video seconds.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--difficulty", default=0.5, show_default=True, help="0 (easy) .. 1 (hard).")
+@cli_errors
+def synth_cmd(out, train_videos, val_videos, classes, clip_classes, clips_per_class, size, fps, duration,
+              seed, difficulty) -> None:
+    """Write the Synth-TAL benchmark to OUT (videos/, annotations.json, clips/, clips.json)."""
+    h, w = _pair(size, "x", "--size")
+    lo, hi = _pair(duration, ":", "--duration", float)
+    cfg = SynthConfig(train_videos, val_videos, classes, clip_classes, clips_per_class, h, w, fps, lo, hi,
+                      seed=seed, difficulty=difficulty)
+    update, bar = _bar("synth")
+    paths = generate(Path(out), cfg, update)
+    bar.close()
+    click.echo(f"wrote {paths['annotations']} and {paths['clips_json']}")
+
+
+def _pair(text: str, sep: str, name: str, kind=int):
+    from lofi.runtime.errors import LofiError
+
+    try:
+        a, b = (kind(x) for x in text.split(sep))
+    except ValueError:
+        raise LofiError(f"{name} must look like A{sep}B: {text!r}") from None
+    return a, b
+
+
+@data_cli.command("prepare")
+@click.argument("annotations", type=click.Path())
+@click.argument("video_root", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--fps", default=8.0, show_default=True)
+@click.option("--size", default="64x64", show_default=True, help="HEIGHTxWIDTH frames are resized to.")
+@cli_errors
+def prepare_cmd(annotations, video_root, out, fps, size) -> None:
+    """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT."""
+    h, w = _pair(size, "x", "--size")
+    update, bar = _bar("decode")
+    prepare_cache(Path(annotations), Path(video_root), Path(out), fps, (h, w), update)
+    bar.close()
+    click.echo(f"frame cache written to {out}")
+
+
+@click.command()
+@click.argument("stage", type=click.Choice(["pretrain", "lofi", "head"]))
+@click.option("--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml).")
+@click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.epochs=3.")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.pt.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@cli_errors
+def train_cli(stage, config_path, overrides, run_dir, resume, device) -> None:
+    """Run one training STAGE: pretrain (ACP), lofi (end to end, low fidelity) or head."""
+    from lofi.trainer.stages import RUNNERS
+
+    cfg = load_config(config_path, list(overrides))
+    ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
+    click.echo(f"{stage}: checkpoint {ckpt}")

@@ -1,0 +1,153 @@
+"""Frame cache (decoded uint8 frames on disk) and the windows/clips the trainer samples."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lofi.runtime.annotations import GroundTruth, load_ground_truth
+from lofi.runtime.decode import read_video
+from lofi.runtime.errors import LofiError
+from lofi.runtime.snippets import SnippetGrid, resize_grid
+
+VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+
+
+def find_video(root: Path, vid: str, extra: dict) -> Path:
+    if "path" in extra:
+        p = Path(extra["path"])
+        return p if p.is_absolute() else root / p
+    for ext in VIDEO_EXTS:
+        if (root / f"{vid}{ext}").is_file():
+            return root / f"{vid}{ext}"
+    raise LofiError(f"video for '{vid}' not found under {root}")
+
+
+def prepare_cache(annotations: Path, video_root: Path, out: Path, fps: float, size: tuple[int, int],
+                  progress: Callable[[int, int], None] | None = None) -> Path:
+    """Decode every annotated video once to uint8 .npy files (memory-mapped when training)."""
+    gt = load_ground_truth(annotations)
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"fps": fps, "height": size[0], "width": size[1], "videos": {}}
+    for i, (vid, info) in enumerate(gt.videos.items()):
+        frames = read_video(find_video(video_root, vid, info.extra), fps, size)
+        np.save(out / f"{vid}.npy", frames)
+        index["videos"][vid] = {"file": f"{vid}.npy", "frames": len(frames)}
+        if progress:
+            progress(i + 1, len(gt.videos))
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return out
+
+
+class FrameCache:
+    def __init__(self, folder: Path):
+        path = Path(folder) / "index.json"
+        if not path.is_file():
+            raise LofiError(f"no frame cache at {folder} (run lofi-data prepare)")
+        self.folder = Path(folder)
+        self.index = json.loads(path.read_text())
+        self.fps = float(self.index["fps"])
+        self.size = (int(self.index["height"]), int(self.index["width"]))
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __contains__(self, vid: str) -> bool:
+        return vid in self.index["videos"]
+
+    def frames(self, vid: str) -> np.ndarray:
+        if vid not in self._arrays:
+            if vid not in self:
+                raise LofiError(f"video '{vid}' is not in the frame cache {self.folder}")
+            self._arrays[vid] = np.load(self.folder / self.index["videos"][vid]["file"], mmap_mode="r")
+        return self._arrays[vid]
+
+
+@dataclass(frozen=True)
+class SnippetSpec:
+    """Snippet geometry and the temporal protocol (`window` or `resize`)."""
+
+    k: int = 4
+    frame_stride: int = 1
+    hop: int = 4
+    window: int = 64
+    mode: str = "window"
+
+    def grid(self, fps: float, n_frames: int, r_t: int = 1) -> tuple[SnippetGrid, int]:
+        """Grid and window length at temporal reduction r_t (T-LoFi: hop x r_t, or L / r_t)."""
+        length = self.window // r_t
+        if self.mode == "resize":
+            return resize_grid(fps, self.k, self.frame_stride, n_frames, length), length
+        return SnippetGrid(fps, self.k, self.frame_stride, self.hop * r_t), length
+
+
+@dataclass
+class Window:
+    """One training sample: `length` snippets from `first` on a grid of one video."""
+
+    video: str
+    first: int
+    length: int
+    grid: SnippetGrid
+    n_frames: int
+    n_snippets: int  # snippets the video has on this grid; later positions are padding
+    segments: torch.Tensor  # (n, 3) start, end, class in window snippet coordinates
+
+    def frame_index(self) -> np.ndarray:
+        return self.grid.frame_indices(self.first, self.length, self.n_frames)
+
+    def valid(self) -> torch.Tensor:
+        return torch.arange(self.length) + self.first < self.n_snippets
+
+
+def video_windows(gt: GroundTruth, cache: FrameCache, spec: SnippetSpec, r_t: int, labels: list[str],
+                  overlap: float = 0.5) -> list[Window]:
+    """Windows covering every video (with overlap in `window` mode; one per video in `resize`)."""
+    out = []
+    for vid, info in gt.videos.items():
+        n_frames = cache.index["videos"][vid]["frames"] if vid in cache else None
+        if n_frames is None:
+            raise LofiError(f"video '{vid}' is not in the frame cache {cache.folder}")
+        grid, length = spec.grid(cache.fps, n_frames, r_t)
+        total = length if spec.mode == "resize" else grid.count(n_frames)
+        step = max(1, int(length * (1 - overlap)))
+        starts = list(range(0, max(total - length, 0) + 1, step))
+        if starts[-1] + length < total:
+            starts.append(total - length)
+        segs = [(float(grid.index(s.start)), float(grid.index(s.end)), labels.index(s.label))
+                for s in info.segments if s.label in labels]
+        for first in starts:
+            seg = torch.tensor([(a - first, b - first, c) for a, b, c in segs
+                                if b - first > 0 and a - first < length], dtype=torch.float32).reshape(-1, 3)
+            out.append(Window(vid, first, length, grid, n_frames, total, seg))
+    return out
+
+
+def gather_batch(cache: FrameCache, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 frames a batch needs (read once each) and (B, L, k) indices into them."""
+    chunks, index, base = [], [], 0
+    for w in windows:
+        idx = w.frame_index()
+        uniq, inv = np.unique(idx, return_inverse=True)
+        chunks.append(np.asarray(cache.frames(w.video)[uniq]))
+        index.append(torch.from_numpy(inv.reshape(idx.shape) + base))
+        base += len(uniq)
+    return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
+
+
+def clip_batch(cache: FrameCache, clips: list[tuple[str, int]], k: int, frame_stride: int,
+               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random snippet per trimmed clip: (frames, (B, 1, k) index)."""
+    chunks, index, base = [], [], 0
+    for vid, _ in clips:
+        frames = cache.frames(vid)
+        span = k * frame_stride
+        start = int(rng.integers(0, max(1, len(frames) - span + 1)))
+        idx = np.minimum(start + np.arange(k) * frame_stride, len(frames) - 1)
+        chunks.append(np.asarray(frames[idx]))
+        index.append(torch.arange(k)[None] + base)
+        base += k
+    return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)

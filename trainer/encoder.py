@@ -1,0 +1,122 @@
+"""TSM video encoders: per-frame 2D CNN with temporal shift, frame features averaged per snippet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from lofi.runtime.errors import LofiError
+
+
+def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = 8) -> torch.Tensor:
+    """Shift 1/fold_div of channels one frame back and 1/fold_div forward within each snippet.
+
+    Written as slice + concatenate: the in-place slice-assignment form exports wrong to ONNX.
+    """
+    nk, c, h, w = x.shape
+    x = x.view(nk // frames, frames, c, h, w)
+    fold = c // fold_div
+    pad = torch.zeros_like(x[:, :1, :fold])
+    back = torch.cat([x[:, 1:, :fold], pad], dim=1)
+    fwd = torch.cat([pad, x[:, :-1, fold:2 * fold]], dim=1)
+    return torch.cat([back, fwd, x[:, :, 2 * fold:]], dim=2).view(nk, c, h, w)
+
+
+class ShiftedBlock(nn.Module):
+    """Residual block of the tiny backbone; the shift sits on the residual branch (TSM)."""
+
+    def __init__(self, cin: int, cout: int, frames: int):
+        super().__init__()
+        self.frames = frames
+        self.conv1 = nn.Conv2d(cin, cout, 3, 2, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(temporal_shift(x, self.frames))))
+        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
+
+
+class TinyBackbone(nn.Module):
+    """A small TSM CNN that trains on a CPU in minutes (for Synth-TAL and tests)."""
+
+    def __init__(self, frames: int, width: int = 16):
+        super().__init__()
+        chans = [width, 2 * width, 4 * width, 6 * width]
+        self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 3, 2, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU())
+        self.blocks = nn.Sequential(*[ShiftedBlock(a, b, frames) for a, b in zip(chans, chans[1:])])
+        self.out_dim = chans[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x)).mean(dim=(2, 3))
+
+
+class ShiftWrap(nn.Module):
+    def __init__(self, conv: nn.Module, frames: int):
+        super().__init__()
+        self.conv, self.frames = conv, frames
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(temporal_shift(x, self.frames))
+
+
+class ResNetTSM(nn.Module):
+    """torchvision resnet18/34/50 with a temporal shift before each residual block's first conv."""
+
+    def __init__(self, arch: str, frames: int, weights: str | None = None):
+        super().__init__()
+        net = getattr(torchvision.models, arch)(weights=None)
+        if weights:
+            path = Path(weights)
+            if not path.is_file():
+                raise LofiError(f"pretrained weights not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state.get("state_dict", state), strict=False)
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in layer:
+                block.conv1 = ShiftWrap(block.conv1, frames)
+        net.fc = nn.Identity()
+        self.net = net
+        self.out_dim = 2048 if arch == "resnet50" else 512
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SnippetEncoder(nn.Module):
+    """(B, L, k, 3, H, W) normalised frames -> (B, L, D) snippet features."""
+
+    def __init__(self, backbone: str, frames: int, width: int = 16, weights: str | None = None):
+        super().__init__()
+        self.frames = frames
+        if backbone == "tiny":
+            self.backbone: nn.Module = TinyBackbone(frames, width)
+        elif backbone in ("resnet18", "resnet34", "resnet50"):
+            self.backbone = ResNetTSM(backbone, frames, weights)
+        else:
+            raise LofiError(f"unknown backbone '{backbone}' (tiny, resnet18, resnet34, resnet50)")
+        self.out_dim = self.backbone.out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, k = x.shape[:3]
+        f = self.backbone(x.flatten(0, 2))
+        return f.view(b, length, k, -1).mean(dim=2)
+
+
+class ExportableEncoder(nn.Module):
+    """Deployment form: uint8 (N, k, H, W, 3) frames as decoded -> (N, D); normalises inside."""
+
+    def __init__(self, encoder: SnippetEncoder, mean: list[float], std: list[float]):
+        super().__init__()
+        self.encoder = encoder
+        self.register_buffer("scale", 1.0 / (255.0 * torch.tensor(std).view(1, 1, 3, 1, 1)))
+        self.register_buffer("shift", (torch.tensor(mean) / torch.tensor(std)).view(1, 1, 3, 1, 1))
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 1, 4, 2, 3).float() * self.scale - self.shift
+        return self.encoder(x[None]).squeeze(0)

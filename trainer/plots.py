@@ -1,0 +1,26 @@
+"""Training curves as a PNG next to metrics.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_curves(epochs: list[dict], out: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in (epochs[0] if epochs else {}) if k != "epoch" and isinstance(epochs[0][k], (int, float))]
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(e["epoch"] + 1, e[key]) for e in epochs if key in e]
+        ax.plot(*zip(*pts), marker="o", ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
