@@ -35,7 +35,7 @@ def data_cli() -> None:
 @click.option("--val-videos", default=24, show_default=True)
 @click.option("--classes", default=6, show_default=True, help="Untrimmed classes (pairs first).")
 @click.option("--clip-classes", default=8, show_default=True)
-@click.option("--clips-per-class", default=30, show_default=True)
+@click.option("--clips-per-class", default=80, show_default=True)
 @click.option("--size", default="64x64", show_default=True, help="HEIGHTxWIDTH (even).")
 @click.option("--fps", default=8.0, show_default=True)
 @click.option("--duration", default="20:50", show_default=True, help="MIN:MAX video seconds.")

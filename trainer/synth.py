@@ -30,7 +30,7 @@ class SynthConfig:
     val_videos: int = 24
     classes: int = 6
     clip_classes: int = 8
-    clips_per_class: int = 30
+    clips_per_class: int = 80
     height: int = 64
     width: int = 64
     fps: float = 8.0
@@ -116,7 +116,7 @@ class Scene:
         self.angle = rng.uniform(0, 2 * math.pi)
         self.scale = 1.0
         self.phase = 0.0
-        self.speed = (1.7 - 0.6 * d) * self.unit
+        self.speed = (2.6 - 1.0 * d) * self.unit
         self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float64)
 
     def _wrap(self) -> None:
@@ -134,9 +134,9 @@ class Scene:
         if motion in step:
             self.pos += np.array(step[motion])
         elif motion in ("rotate_cw", "rotate_ccw"):
-            self.angle += (0.2 if motion == "rotate_cw" else -0.2) * (1.4 - 0.6 * self.cfg.difficulty)
+            self.angle += (0.3 if motion == "rotate_cw" else -0.3) * (1.4 - 0.6 * self.cfg.difficulty)
         elif motion in ("grow", "shrink"):
-            self.phase = (self.phase + 0.06) % 1.0
+            self.phase = (self.phase + 0.09) % 1.0
             ramp = self.phase if motion == "grow" else 1.0 - self.phase
             self.scale = 0.6 + 0.9 * ramp
         elif motion in ("orbit_cw", "orbit_ccw"):

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny Synth-TAL set and a bundle exported from a random-weight model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lofi.trainer.synth import SynthConfig, generate
+
+TINY = SynthConfig(train_videos=2, val_videos=2, classes=4, clip_classes=4, clips_per_class=2, height=32,
+                   width=32, fps=8.0, min_duration=10.0, max_duration=14.0, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, TINY)
+    return out
+
+
+def tiny_config(**model) -> dict:
+    from lofi.trainer.config import load_config
+
+    cfg = load_config(None, ["model.width=8", "model.head_dim=16", "model.head_window=16", "data.window=32",
+                             "model.max_reach=16"])
+    cfg["model"].update(model)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def random_checkpoint(tmp_path_factory) -> Path:
+    import torch
+
+    from lofi.trainer.checkpoint import build_encoder, build_head, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    cfg["postprocess"]["score_threshold"] = 0.3
+    enc = build_encoder(cfg)
+    head = build_head(cfg, enc.out_dim, 4)
+    with torch.no_grad():  # a random head fires everywhere; spread its logits so NMS has work
+        head.cls_out.bias.fill_(0.0)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    save_checkpoint(path, {"stage": "head", "config": cfg, "labels": ["a", "b", "c", "d"], "fps": 8.0,
+                           "input_size": [32, 32], "encoder": enc.state_dict(), "head": head.state_dict()})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, random_checkpoint) -> Path:
+    from lofi.export.bundle_writer import export_bundle
+
+    out = tmp_path_factory.mktemp("bundle") / "bundle"
+    folder, parity = export_bundle(random_checkpoint, out)
+    assert parity["ok"], parity
+    return folder

@@ -1,0 +1,64 @@
+"""Export parity, and streaming against offline inference of the same bundle."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+from lofi.runtime.decode import read_video
+from lofi.runtime.errors import LofiError
+from lofi.runtime.models import BundleModels
+from lofi.runtime.streaming import localize_offline, stream_frames
+
+
+def test_bundle_contents_and_parity(tiny_bundle):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"encoder.onnx", "head.onnx"}
+    for key in ("labels", "snippets", "input", "head", "postprocess", "format_version"):
+        assert key in manifest
+    parity = json.loads((tiny_bundle / "parity.json").read_text())
+    assert parity["encoder_max_abs_err"] <= 1e-4 and parity["head_max_abs_err"] <= 1e-4
+    for name in ("encoder.onnx", "head.onnx"):
+        onnx.checker.check_model(str(tiny_bundle / name))
+
+
+@pytest.mark.parametrize("n_frames", [5, 83, 250])
+def test_streaming_equals_offline(tiny_bundle, n_frames):
+    models = BundleModels(tiny_bundle)
+    rng = np.random.default_rng(n_frames)
+    frames = rng.integers(0, 256, (n_frames, 32, 32, 3), dtype=np.uint8)
+    offline_segs, offline_out = localize_offline(models, frames, "v")
+    loc = stream_frames(models, frames, "v", record=True)
+    streamed_out = loc.recorded_outputs()
+    for (c0, r0), (c1, r1) in zip(offline_out, streamed_out):
+        assert c0.shape == c1.shape
+        assert np.abs(c0 - c1).max() <= 1e-5 and np.abs(r0 - r1).max() <= 1e-5
+    key = lambda segs: [(s.label, round(s.start, 4), round(s.end, 4), round(s.score, 5)) for s in segs]
+    assert key(loc.results()) == key(offline_segs)
+    if n_frames == 250:
+        assert loc.head_calls > 2  # really windowed
+        assert len(loc.feats) < 100 and len(loc.frames) < 40  # bounded buffers
+
+
+def test_streaming_a_real_video_file(tiny_bundle, tiny_synth):
+    models = BundleModels(tiny_bundle)
+    m = models.manifest
+    path = tiny_synth / "videos" / "synth_val_0000.mp4"
+    frames = read_video(path, m.grid.fps, (m.height, m.width))
+    offline, _ = localize_offline(models, frames, "v")
+    streamed = stream_frames(models, iter(frames), "v").results()
+    assert [(s.label, round(s.start, 4)) for s in streamed] == [(s.label, round(s.start, 4)) for s in offline]
+
+
+def test_modified_or_missing_bundle_file(tmp_path, tiny_bundle):
+    copy = tmp_path / "b"
+    shutil.copytree(tiny_bundle, copy)
+    with open(copy / "head.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(LofiError, match="modified"):
+        BundleModels(copy)
+    (copy / "head.onnx").unlink()
+    with pytest.raises(LofiError, match="missing"):
+        BundleModels(copy)
