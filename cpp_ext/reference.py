@@ -35,8 +35,16 @@ def lofi_sample_reference(
     _, in_h, in_w, _ = frames.shape
     x = frames[index.reshape(-1).to(frames.device)].permute(0, 3, 1, 2).float()
     boxes = boxes.to(device=x.device, dtype=torch.float32)
-    ys = boxes[:, 1, None] + (torch.arange(out_h, device=x.device) + 0.5) * ((boxes[:, 3] - boxes[:, 1]) / out_h)[:, None]
-    xs = boxes[:, 0, None] + (torch.arange(out_w, device=x.device) + 0.5) * ((boxes[:, 2] - boxes[:, 0]) / out_w)[:, None]
+    ys = (
+        boxes[:, 1, None]
+        + (torch.arange(out_h, device=x.device) + 0.5)
+        * ((boxes[:, 3] - boxes[:, 1]) / out_h)[:, None]
+    )
+    xs = (
+        boxes[:, 0, None]
+        + (torch.arange(out_w, device=x.device) + 0.5)
+        * ((boxes[:, 2] - boxes[:, 0]) / out_w)[:, None]
+    )
     # grid_sample (align_corners=False) maps normalised g to pixel ((g + 1) * W - 1) / 2;
     # pixel-centre sampling positions are ys - 0.5, so g = 2 * ys / H - 1.
     gy = (2 * ys / in_h - 1)[:, :, None].expand(b, out_h, out_w)

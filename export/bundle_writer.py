@@ -6,17 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
+from lofi.export.onnx_export import export_encoder, export_head
+from lofi.export.parity import check_parity
 from lofi.runtime.bundle import ENCODER_FILE, HEAD_FILE, MANIFEST, Manifest, write_manifest
 from lofi.runtime.errors import LofiError
 from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.snippets import SnippetGrid
 from lofi.trainer.checkpoint import load_checkpoint, models_from_checkpoint
-from lofi.export.onnx_export import export_encoder, export_head
-from lofi.export.parity import check_parity
 
 
-def export_bundle(checkpoint: Path, out: Path, fp16: bool = False, trt: bool = False,
-                  encoder_batch: int = 16) -> tuple[Path, dict]:
+def export_bundle(
+    checkpoint: Path, out: Path, fp16: bool = False, trt: bool = False, encoder_batch: int = 16
+) -> tuple[Path, dict]:
     """Write the bundle; returns it with the parity report (caller decides on failure)."""
     ckpt = load_checkpoint(checkpoint)
     encoder, head = models_from_checkpoint(ckpt, checkpoint)
@@ -45,20 +46,47 @@ def export_bundle(checkpoint: Path, out: Path, fp16: bool = False, trt: bool = F
     if trt:
         from lofi.export.tensorrt_build import build_engine
 
-        enc = build_engine(out / ENCODER_FILE, out / "encoder.plan", "frames",
-                           ((1, d["k"], h, w, 3), (encoder_batch, d["k"], h, w, 3), (4 * encoder_batch, d["k"], h, w, 3)))
-        hd = build_engine(out / HEAD_FILE, out / "head.plan", "features",
-                          ((1, encoder.out_dim, top), (1, encoder.out_dim, window + 2 * context),
-                           (1, encoder.out_dim, 64 * (window + 2 * context))))
-        engines = [{"part": "encoder", "precision": precision, **enc}, {"part": "head", "precision": precision, **hd}]
+        enc = build_engine(
+            out / ENCODER_FILE,
+            out / "encoder.plan",
+            "frames",
+            (
+                (1, d["k"], h, w, 3),
+                (encoder_batch, d["k"], h, w, 3),
+                (4 * encoder_batch, d["k"], h, w, 3),
+            ),
+        )
+        hd = build_engine(
+            out / HEAD_FILE,
+            out / "head.plan",
+            "features",
+            (
+                (1, encoder.out_dim, top),
+                (1, encoder.out_dim, window + 2 * context),
+                (1, encoder.out_dim, 64 * (window + 2 * context)),
+            ),
+        )
+        engines = [
+            {"part": "encoder", "precision": precision, **enc},
+            {"part": "head", "precision": precision, **hd},
+        ]
         files += ["encoder.plan", "head.plan"]
     manifest = Manifest(
         labels=list(ckpt["labels"]),
         grid=SnippetGrid(float(ckpt["fps"]), int(d["k"]), int(d["frame_stride"]), float(d["hop"])),
-        height=h, width=w, mean=list(d["mean"]), std=list(d["std"]),
-        feature_dim=encoder.out_dim, strides=head.strides, window=window, context=context,
-        max_reach=float(m["max_reach"]), post=PostConfig.from_dict(cfg["postprocess"]),
-        precision=precision, files={f: "" for f in files}, engines=engines,
+        height=h,
+        width=w,
+        mean=list(d["mean"]),
+        std=list(d["std"]),
+        feature_dim=encoder.out_dim,
+        strides=head.strides,
+        window=window,
+        context=context,
+        max_reach=float(m["max_reach"]),
+        post=PostConfig.from_dict(cfg["postprocess"]),
+        precision=precision,
+        files={f: "" for f in files},
+        engines=engines,
     )
     write_manifest(out, manifest)
     return out, parity

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from lofi.runtime.errors import cli_errors
 
 
@@ -21,8 +20,13 @@ def main(checkpoint, out, fp16, trt) -> None:
     from lofi.export.bundle_writer import export_bundle
 
     folder, parity = export_bundle(Path(checkpoint), Path(out), fp16, trt)
-    click.echo(f"bundle written to {folder}: encoder max abs err {parity['encoder_max_abs_err']:.2e}, "
-               f"head {parity['head_max_abs_err']:.2e} (tolerance {parity['tolerance']:.0e})")
+    click.echo(
+        f"bundle written to {folder}: encoder max abs err {parity['encoder_max_abs_err']:.2e}, "
+        f"head {parity['head_max_abs_err']:.2e} (tolerance {parity['tolerance']:.0e})"
+    )
     if not parity["ok"]:
-        click.echo("error: ONNX Runtime outputs differ from PyTorch beyond tolerance (see parity.json)", err=True)
+        click.echo(
+            "error: ONNX Runtime outputs differ from PyTorch beyond tolerance (see parity.json)",
+            err=True,
+        )
         sys.exit(1)

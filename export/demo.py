@@ -12,20 +12,23 @@ import time
 from pathlib import Path
 
 import click
-
 from lofi.runtime.annotations import Segment, load_ground_truth, results_json, write_json
+from lofi.runtime.cli import stream_sources
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
 from lofi.runtime.models import BundleModels
 from lofi.runtime.plots import plot_timelines
-from lofi.runtime.cli import stream_sources
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def whole_video_baseline(gt) -> list[Segment]:
     """One segment covering the whole video per class per video (score 0.5): the trivial floor."""
-    return [Segment(v, lab, 0.0, info.duration, 0.5) for v, info in gt.videos.items() for lab in gt.labels]
+    return [
+        Segment(v, lab, 0.0, info.duration, 0.5)
+        for v, info in gt.videos.items()
+        for lab in gt.labels
+    ]
 
 
 def _step(name: str, t0: float) -> None:
@@ -34,9 +37,16 @@ def _step(name: str, t0: float) -> None:
 
 @click.command()
 @click.option("--out", default="lofi-demo-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--config", "config_path", type=click.Path(), help="Training config (default: configs/demo.yaml).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(),
+    help="Training config (default: configs/demo.yaml).",
+)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--set", "overrides", multiple=True, help="Config override, e.g. --set lofi.epochs=2.")
+@click.option(
+    "--set", "overrides", multiple=True, help="Config override, e.g. --set lofi.epochs=2."
+)
 @click.option("--small", is_flag=True, help="A tiny benchmark and short training (smoke test).")
 @cli_errors
 def main(out, config_path, seed, overrides, small) -> None:
@@ -52,17 +62,36 @@ def main(out, config_path, seed, overrides, small) -> None:
     syn = out / "synth"
     sc = SynthConfig(seed=seed)
     if small:
-        sc = SynthConfig(train_videos=6, val_videos=3, clips_per_class=6, min_duration=12, max_duration=20, seed=seed)
+        sc = SynthConfig(
+            train_videos=6,
+            val_videos=3,
+            clips_per_class=6,
+            min_duration=12,
+            max_duration=20,
+            seed=seed,
+        )
     if not (syn / "annotations.json").is_file():
         _step("rendering Synth-TAL", t0)
         generate(syn, sc)
         _step("decoding to the frame cache", t0)
-        prepare_cache(syn / "annotations.json", syn / "videos", syn / "cache", sc.fps, (sc.height, sc.width))
-        prepare_cache(syn / "clips.json", syn / "clips", syn / "clip_cache", sc.fps, (sc.height, sc.width))
-    paths = [f"data.annotations={syn / 'annotations.json'}", f"data.cache={syn / 'cache'}",
-             f"data.clips={syn / 'clips.json'}", f"data.clip_cache={syn / 'clip_cache'}", f"seed={seed}"]
+        prepare_cache(
+            syn / "annotations.json", syn / "videos", syn / "cache", sc.fps, (sc.height, sc.width)
+        )
+        prepare_cache(
+            syn / "clips.json", syn / "clips", syn / "clip_cache", sc.fps, (sc.height, sc.width)
+        )
+    paths = [
+        f"data.annotations={syn / 'annotations.json'}",
+        f"data.cache={syn / 'cache'}",
+        f"data.clips={syn / 'clips.json'}",
+        f"data.clip_cache={syn / 'clip_cache'}",
+        f"seed={seed}",
+    ]
     runs = out / "runs"
-    chain = [f"lofi.init={runs / 'pretrain' / 'checkpoint.pt'}", f"head.init={runs / 'lofi' / 'checkpoint.pt'}"]
+    chain = [
+        f"lofi.init={runs / 'pretrain' / 'checkpoint.pt'}",
+        f"head.init={runs / 'lofi' / 'checkpoint.pt'}",
+    ]
     quick = ["pretrain.epochs=1", "lofi.epochs=1", "head.epochs=2"] if small else []
     cfg = load_config(config_path or CONFIG, paths + chain + quick + list(overrides))
     for stage in ("pretrain", "lofi", "head"):
@@ -87,15 +116,27 @@ def main(out, config_path, seed, overrides, small) -> None:
     model_report = evaluate(val, preds, tious)
     base_report = evaluate(val, baseline, tious)
     train_report = json.loads((runs / "head" / "metrics.json").read_text()).get("validation")
-    write_json(out / "report.json", {"model": model_report.as_json(), "baseline": base_report.as_json(),
-                                     "pytorch_offline": train_report, "stream": stats, "parity": parity})
+    write_json(
+        out / "report.json",
+        {
+            "model": model_report.as_json(),
+            "baseline": base_report.as_json(),
+            "pytorch_offline": train_report,
+            "stream": stats,
+            "parity": parity,
+        },
+    )
     plot_timelines(val, preds, out / "timeline.png")
     _step("done", t0)
     click.echo("\nSynth-TAL validation, ActivityNet protocol (mAP %):")
     click.echo(model_report.table("LoFi model"))
     click.echo(base_report.table("baseline").split("\n", 1)[1])
-    click.echo(f"\nstreamed {stats['video_seconds']:.0f} s of video at {stats['realtime_factor']}x real time on "
-               f"the CPU; {stats['events']} events")
-    click.echo(f"outputs in {out}/: bundle/, runs/{{pretrain,lofi,head}}/, results.json, events.jsonl, "
-               f"report.json, timeline.png")
+    click.echo(
+        f"\nstreamed {stats['video_seconds']:.0f} s of video at {stats['realtime_factor']}x real time on "
+        f"the CPU; {stats['events']} events"
+    )
+    click.echo(
+        f"outputs in {out}/: bundle/, runs/{{pretrain,lofi,head}}/, results.json, events.jsonl, "
+        f"report.json, timeline.png"
+    )
     sys.stdout.flush()

@@ -8,7 +8,6 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn as nn
-
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import ExportableEncoder, SnippetEncoder
 from lofi.trainer.head import ExportableHead, PyramidHead
@@ -42,13 +41,27 @@ class HalfEncoder(nn.Module):
         return e.encoder(x[None]).squeeze(0).float()
 
 
-def _export(model: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str],
-            dynamic: dict) -> None:
+def _export(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    input_name: str,
+    output_names: list[str],
+    dynamic: dict,
+) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), input_names=[input_name], output_names=output_names,
-                                    dynamic_shapes={"x" if "x" in _arg_names(model) else _arg_names(model)[0]: dynamic},
-                                    dynamo=True, opset_version=OPSET, external_data=False, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_shapes={"x" if "x" in _arg_names(model) else _arg_names(model)[0]: dynamic},
+            dynamo=True,
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
     if program is None:
         raise LofiError(f"ONNX export of {path.name} failed")
     program.save(str(path))
@@ -61,8 +74,16 @@ def _arg_names(model: nn.Module) -> list[str]:
     return [p for p in inspect.signature(model.forward).parameters]
 
 
-def export_encoder(encoder: SnippetEncoder, mean: list[float], std: list[float], k: int, height: int,
-                   width: int, path: Path, fp16: bool = False) -> None:
+def export_encoder(
+    encoder: SnippetEncoder,
+    mean: list[float],
+    std: list[float],
+    k: int,
+    height: int,
+    width: int,
+    path: Path,
+    fp16: bool = False,
+) -> None:
     model: nn.Module = ExportableEncoder(encoder, mean, std).eval()
     if fp16:
         model = HalfEncoder(model).eval()

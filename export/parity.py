@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from lofi.runtime.backends import OrtBackend
 from lofi.runtime.bundle import ENCODER_FILE, HEAD_FILE
 from lofi.trainer.encoder import ExportableEncoder, SnippetEncoder
@@ -16,8 +15,18 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
 
 
 @torch.no_grad()
-def check_parity(folder: Path, encoder: SnippetEncoder, head: PyramidHead, mean: list[float], std: list[float],
-                 k: int, height: int, width: int, precision: str, seed: int = 0) -> dict:
+def check_parity(
+    folder: Path,
+    encoder: SnippetEncoder,
+    head: PyramidHead,
+    mean: list[float],
+    std: list[float],
+    k: int,
+    height: int,
+    width: int,
+    precision: str,
+    seed: int = 0,
+) -> dict:
     """Max abs error of encoder features (several batch sizes) and head outputs (several lengths)."""
     g = torch.Generator().manual_seed(seed)
     enc_t = ExportableEncoder(encoder, mean, std).eval()
@@ -38,5 +47,10 @@ def check_parity(folder: Path, encoder: SnippetEncoder, head: PyramidHead, mean:
         got = head_o(feats.numpy())
         head_err = max(head_err, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
     tol = TOLERANCE[precision]
-    return {"precision": precision, "tolerance": tol, "encoder_max_abs_err": enc_err,
-            "head_max_abs_err": head_err, "ok": enc_err <= tol and head_err <= tol}
+    return {
+        "precision": precision,
+        "tolerance": tol,
+        "encoder_max_abs_err": enc_err,
+        "head_max_abs_err": head_err,
+        "ok": enc_err <= tol and head_err <= tol,
+    }

@@ -8,14 +8,21 @@ from lofi.runtime.backends import gpu_compute_capability
 from lofi.runtime.errors import LofiError
 
 
-def build_engine(onnx_path: Path, plan_path: Path, input_name: str, shapes: tuple[tuple, tuple, tuple],
-                 workspace_gib: float = 2.0) -> dict:
+def build_engine(
+    onnx_path: Path,
+    plan_path: Path,
+    input_name: str,
+    shapes: tuple[tuple, tuple, tuple],
+    workspace_gib: float = 2.0,
+) -> dict:
     """Build one engine with a dynamic-shape profile (min, opt, max). Precision follows the ONNX
     types: an fp16 bundle's graph is fp16, built strongly typed (always so in TensorRT 11)."""
     try:
         import tensorrt as trt
     except ImportError:
-        raise LofiError("--trt needs TensorRT: pip install 'lofi-tal[gpu]' on a machine with an NVIDIA GPU") from None
+        raise LofiError(
+            "--trt needs TensorRT: pip install 'lofi-tal[gpu]' on a machine with an NVIDIA GPU"
+        ) from None
     cc = gpu_compute_capability()
     if cc is None:
         raise LofiError("--trt needs an NVIDIA GPU and cuda-python to build engines")
@@ -39,5 +46,9 @@ def build_engine(onnx_path: Path, plan_path: Path, input_name: str, shapes: tupl
     if serialized is None:
         raise LofiError(f"TensorRT failed to build an engine from {onnx_path.name}")
     plan_path.write_bytes(bytes(serialized))
-    return {"file": plan_path.name, "tensorrt_version": trt.__version__, "compute_capability": cc,
-            "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])}}
+    return {
+        "file": plan_path.name,
+        "tensorrt_version": trt.__version__,
+        "compute_capability": cc,
+        "profile": {"min": list(shapes[0]), "opt": list(shapes[1]), "max": list(shapes[2])},
+    }

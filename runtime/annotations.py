@@ -45,7 +45,11 @@ class GroundTruth:
         videos = {v: info for v, info in self.videos.items() if info.subset == name}
         if not videos:
             raise LofiError(f"no videos in subset '{name}'")
-        labels = [lab for lab in self.labels if any(s.label == lab for i in videos.values() for s in i.segments)]
+        labels = [
+            lab
+            for lab in self.labels
+            if any(s.label == lab for i in videos.values() for s in i.segments)
+        ]
         return GroundTruth(videos, labels)
 
     def segments(self) -> list[Segment]:
@@ -159,7 +163,11 @@ def results_json(segments: list[Segment], videos: list[str] | None = None) -> di
     results: dict[str, list[dict[str, Any]]] = {v: [] for v in videos or []}
     for s in segments:
         results.setdefault(s.video, []).append(
-            {"label": s.label, "score": round(s.score, 6), "segment": [round(s.start, 3), round(s.end, 3)]}
+            {
+                "label": s.label,
+                "score": round(s.score, 6),
+                "segment": [round(s.start, 3), round(s.end, 3)],
+            }
         )
     return {"version": RESULTS_VERSION, "results": results, "external_data": {}}
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
 from lofi.runtime.errors import LofiError
 
 
@@ -21,8 +20,10 @@ class OrtBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise LofiError("onnxruntime is not installed: pip install 'lofi-tal[cpu]' "
-                            "(or [gpu] for onnxruntime-gpu)") from None
+            raise LofiError(
+                "onnxruntime is not installed: pip install 'lofi-tal[cpu]' "
+                "(or [gpu] for onnxruntime-gpu)"
+            ) from None
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -50,9 +51,13 @@ class TrtBackend:
             import tensorrt as trt
             from cuda.bindings import runtime as cudart
         except ImportError:
-            raise LofiError("--device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'") from None
+            raise LofiError(
+                "--device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
+            ) from None
         self.trt, self.cudart = trt, cudart
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
+            plan.read_bytes()
+        )
         if self.engine is None:
             raise LofiError(f"TensorRT could not load {plan} (built for another GPU or version?)")
         self.context = self.engine.create_execution_context()
@@ -84,7 +89,11 @@ class TrtBackend:
         x = np.ascontiguousarray(x, dtype=self.trt.nptype(self.engine.get_tensor_dtype(self.input)))
         self.context.set_input_shape(self.input, x.shape)
         ptr = self._buffer(self.input, x.nbytes)
-        self._check(cudart.cudaMemcpyAsync(ptr, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self.stream))
+        self._check(
+            cudart.cudaMemcpyAsync(
+                ptr, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self.stream
+            )
+        )
         outs = []
         for name in self.outputs:
             shape = tuple(self.context.get_tensor_shape(name))
@@ -94,8 +103,15 @@ class TrtBackend:
         if not self.context.execute_async_v3(self.stream):
             raise LofiError("TensorRT execution failed")
         for name, out in zip(self.outputs, outs):
-            self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self.buffers[name][0], out.nbytes,
-                                               kind.cudaMemcpyDeviceToHost, self.stream))
+            self._check(
+                cudart.cudaMemcpyAsync(
+                    out.ctypes.data,
+                    self.buffers[name][0],
+                    out.nbytes,
+                    kind.cudaMemcpyDeviceToHost,
+                    self.stream,
+                )
+            )
         self._check(cudart.cudaStreamSynchronize(self.stream))
         return [o.astype(np.float32, copy=False) for o in outs]
 

@@ -71,13 +71,19 @@ class Manifest:
                 "mean": self.mean,
                 "std": self.std,
             },
-            "encoder": {"file": ENCODER_FILE, "input": "frames", "output": "features",
-                        "feature_dim": self.feature_dim},
+            "encoder": {
+                "file": ENCODER_FILE,
+                "input": "frames",
+                "output": "features",
+                "feature_dim": self.feature_dim,
+            },
             "head": {
                 "file": HEAD_FILE,
                 "input": "features",
                 "layout": "NCL",
-                "outputs": [f"{kind}_{i}" for i in range(len(self.strides)) for kind in ("cls", "reg")],
+                "outputs": [
+                    f"{kind}_{i}" for i in range(len(self.strides)) for kind in ("cls", "reg")
+                ],
                 "strides": self.strides,
                 "window": self.window,
                 "context": self.context,
@@ -94,13 +100,17 @@ class Manifest:
         if d.get("format") != FORMAT:
             raise LofiError("manifest.json is not a LoFi-TAL bundle manifest")
         if d.get("format_version") != FORMAT_VERSION:
-            raise LofiError(f"bundle format version {d.get('format_version')} is not supported "
-                            f"(this runtime reads version {FORMAT_VERSION})")
+            raise LofiError(
+                f"bundle format version {d.get('format_version')} is not supported "
+                f"(this runtime reads version {FORMAT_VERSION})"
+            )
         try:
             s, i, h = d["snippets"], d["input"], d["head"]
             return cls(
                 labels=list(d["labels"]),
-                grid=SnippetGrid(float(s["fps"]), int(s["k"]), int(s["frame_stride"]), float(s["hop"])),
+                grid=SnippetGrid(
+                    float(s["fps"]), int(s["k"]), int(s["frame_stride"]), float(s["hop"])
+                ),
                 height=int(i["height"]),
                 width=int(i["width"]),
                 mean=[float(x) for x in i["mean"]],

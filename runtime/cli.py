@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import resource
 import sys
 import time
 from pathlib import Path
 
 import click
-
 from lofi.runtime.annotations import (
     Segment,
     event_line,
@@ -19,7 +17,7 @@ from lofi.runtime.annotations import (
     write_json,
 )
 from lofi.runtime.decode import VideoReader
-from lofi.runtime.errors import LofiError, cli_errors
+from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
 from lofi.runtime.streaming import StreamLocalizer
@@ -29,8 +27,9 @@ def _video_id(source: str) -> str:
     return Path(source).stem if "://" not in source else source.rstrip("/").rsplit("/", 1)[-1]
 
 
-def stream_sources(models: BundleModels, sources: list[str], quiet: bool = False,
-                   out=sys.stdout) -> tuple[dict[str, list[Segment]], dict]:
+def stream_sources(
+    models: BundleModels, sources: list[str], quiet: bool = False, out=sys.stdout
+) -> tuple[dict[str, list[Segment]], dict]:
     """Stream each source in turn, printing events as they become final."""
     m = models.manifest
     results: dict[str, list[Segment]] = {}
@@ -64,8 +63,12 @@ def stream_sources(models: BundleModels, sources: list[str], quiet: bool = False
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--bundle", required=True, type=click.Path(), help="Bundle folder from lofi-export.")
 @click.option("--device", type=click.Choice(DEVICES), default="cpu", show_default=True)
-@click.option("--results", "results_path", type=click.Path(), help="Write an ActivityNet results file.")
-@click.option("--stats", "stats_path", type=click.Path(), help="Write throughput/memory stats (JSON).")
+@click.option(
+    "--results", "results_path", type=click.Path(), help="Write an ActivityNet results file."
+)
+@click.option(
+    "--stats", "stats_path", type=click.Path(), help="Write throughput/memory stats (JSON)."
+)
 @click.option("--threads", type=int, default=0, help="Intra-op threads (0: library default).")
 @click.option("--quiet", is_flag=True, help="Do not print event lines.")
 @cli_errors
@@ -77,17 +80,27 @@ def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet
     models = BundleModels(bundle, device, threads)
     results, stats = stream_sources(models, list(sources), quiet)
     if results_path:
-        write_json(results_path, results_json([s for segs in results.values() for s in segs], list(results)))
+        write_json(
+            results_path,
+            results_json([s for segs in results.values() for s in segs], list(results)),
+        )
     if stats_path:
         write_json(stats_path, stats)
-    print(f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
-          f"{stats['realtime_factor']}x real time, {stats['events']} events", file=sys.stderr)
+    print(
+        f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
+        f"{stats['realtime_factor']}x real time, {stats['events']} events",
+        file=sys.stderr,
+    )
 
 
 @click.command()
-@click.option("--ground-truth", "gt_path", required=True, type=click.Path(), help="ActivityNet JSON.")
+@click.option(
+    "--ground-truth", "gt_path", required=True, type=click.Path(), help="ActivityNet JSON."
+)
 @click.option("--predictions", "pred_path", required=True, type=click.Path(), help="Results JSON.")
-@click.option("--tiou", default="anet", show_default=True, help="'anet', 'thumos' or e.g. 0.3,0.5,0.7.")
+@click.option(
+    "--tiou", default="anet", show_default=True, help="'anet', 'thumos' or e.g. 0.3,0.5,0.7."
+)
 @click.option("--subset", default="validation", show_default=True)
 @click.option("--json", "json_path", type=click.Path(), help="Write the mAP report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(), help="Write a timeline plot (PNG).")
@@ -106,5 +119,3 @@ def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
         from lofi.runtime.plots import plot_timelines
 
         plot_timelines(gt, preds, Path(plot_path))
-
-

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-
 from lofi.runtime.errors import LofiError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)

@@ -6,7 +6,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-
 from lofi.runtime.annotations import GroundTruth, Segment
 from lofi.runtime.errors import LofiError
 
@@ -23,7 +22,9 @@ def parse_tiou(spec: str) -> list[float]:
     try:
         values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
-        raise LofiError(f"--tiou must be 'anet', 'thumos' or numbers like 0.3,0.5: {spec!r}") from None
+        raise LofiError(
+            f"--tiou must be 'anet', 'thumos' or numbers like 0.3,0.5: {spec!r}"
+        ) from None
     if not values or any(not 0 < v <= 1 for v in values):
         raise LofiError(f"tIoU thresholds must lie in (0, 1]: {spec!r}")
     return values
@@ -46,9 +47,7 @@ def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def average_precision(
-    gts: list[Segment], preds: list[Segment], tious: list[float]
-) -> np.ndarray:
+def average_precision(gts: list[Segment], preds: list[Segment], tious: list[float]) -> np.ndarray:
     """AP of one class at each threshold. Predictions are ranked by score (stable for ties);
     each takes the unmatched ground truth of its video with the highest tIoU >= threshold."""
     ap = np.zeros(len(tious))

@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-
 from lofi.runtime.backends import Backend, OrtBackend, TrtBackend, gpu_compute_capability
 from lofi.runtime.bundle import ENCODER_FILE, HEAD_FILE, Manifest, load_manifest
 from lofi.runtime.errors import LofiError
@@ -22,8 +21,10 @@ def _engine_for(folder: Path, manifest: Manifest, part: str) -> Path:
     for e in manifest.engines:
         if e.get("part") == part:
             if cc is not None and e.get("compute_capability") != cc:
-                raise LofiError(f"{e['file']} was built for compute capability "
-                                f"{e.get('compute_capability')}, this GPU is {cc}: rebuild with lofi-export --trt")
+                raise LofiError(
+                    f"{e['file']} was built for compute capability "
+                    f"{e.get('compute_capability')}, this GPU is {cc}: rebuild with lofi-export --trt"
+                )
             return folder / e["file"]
     raise LofiError(f"bundle has no TensorRT engine for the {part}: export it with --trt")
 

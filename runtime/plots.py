@@ -8,8 +8,9 @@ from lofi.runtime.annotations import GroundTruth, Segment
 from lofi.runtime.errors import LofiError
 
 
-def plot_timelines(gt: GroundTruth, predictions: list[Segment], out: Path, videos: int = 6,
-                   min_score: float = 0.3) -> None:
+def plot_timelines(
+    gt: GroundTruth, predictions: list[Segment], out: Path, videos: int = 6, min_score: float = 0.3
+) -> None:
     try:
         import matplotlib
 
@@ -27,8 +28,14 @@ def plot_timelines(gt: GroundTruth, predictions: list[Segment], out: Path, video
             ax.barh(1, s.end - s.start, left=s.start, height=0.8, color=colours[s.label])
         for p in predictions:
             if p.video == vid and p.score >= min_score:
-                ax.barh(0, p.end - p.start, left=p.start, height=0.8 * p.score,
-                        color=colours.get(p.label, "grey"), alpha=0.8)
+                ax.barh(
+                    0,
+                    p.end - p.start,
+                    left=p.start,
+                    height=0.8 * p.score,
+                    color=colours.get(p.label, "grey"),
+                    alpha=0.8,
+                )
         ax.set_xlim(0, info.duration)
         ax.set_yticks([0, 1], ["pred", "truth"])
         ax.set_title(vid, fontsize=8, loc="left")

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from lofi.runtime.snippets import SnippetGrid
 
 
@@ -47,7 +46,12 @@ class Candidates:
     def concat(cls, parts: list[Candidates]) -> Candidates:
         if not parts:
             return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("start", "end", "score", "label")))
+        return cls(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("start", "end", "score", "label")
+            )
+        )
 
     def take(self, mask: np.ndarray) -> Candidates:
         return Candidates(self.start[mask], self.end[mask], self.score[mask], self.label[mask])

@@ -11,11 +11,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-
 from lofi.runtime.annotations import Segment
 from lofi.runtime.bundle import Manifest
 from lofi.runtime.models import BundleModels, LevelOutputs
-from lofi.runtime.postprocess import Candidates, PostConfig, StreamingFinalizer, decode_level, finalize
+from lofi.runtime.postprocess import (
+    Candidates,
+    PostConfig,
+    StreamingFinalizer,
+    decode_level,
+    finalize,
+)
 from lofi.runtime.snippets import SnippetGrid
 
 
@@ -37,8 +42,9 @@ def _to_segments(c: Candidates, video: str, labels: list[str]) -> list[Segment]:
     ]
 
 
-def decode_outputs(outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int, last: int,
-                   n_snippets: int) -> tuple[Candidates, LevelOutputs]:
+def decode_outputs(
+    outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int, last: int, n_snippets: int
+) -> tuple[Candidates, LevelOutputs]:
     """Candidates of positions whose first snippet lies in [first, last) and before n_snippets;
     `outputs` start at snippet `first` on every level. Also returns the kept outputs."""
     parts, kept = [], []
@@ -51,8 +57,9 @@ def decode_outputs(outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int
     return Candidates.concat(parts), kept
 
 
-def detect(outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, duration: float,
-           video: str) -> list[Segment]:
+def detect(
+    outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, duration: float, video: str
+) -> list[Segment]:
     """Whole-video head outputs (from snippet 0) -> final segments, as offline inference keeps."""
     cands, _ = decode_outputs(outputs, m, 0, n_snippets, n_snippets)
     return _to_segments(finalize(cands, duration, m.post), video, m.labels)
@@ -61,8 +68,14 @@ def detect(outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, d
 class StreamLocalizer:
     """Push frames, receive final segments. `record` keeps per-position head outputs (tests)."""
 
-    def __init__(self, models: BundleModels, video: str, encoder_batch: int = 16,
-                 on_event: Callable[[Segment, float], None] | None = None, record: bool = False):
+    def __init__(
+        self,
+        models: BundleModels,
+        video: str,
+        encoder_batch: int = 16,
+        on_event: Callable[[Segment, float], None] | None = None,
+        record: bool = False,
+    ):
         self.models, self.video, self.batch = models, video, encoder_batch
         self.m = models.manifest
         self.on_event = on_event
@@ -85,8 +98,9 @@ class StreamLocalizer:
         while True:
             ready = self.next_snippet
             total = g.count(self.n_frames) if ended else None
-            while (ready - self.next_snippet < self.batch
-                   and (g.last_frame_needed(ready) < self.n_frames if not ended else ready < total)):
+            while ready - self.next_snippet < self.batch and (
+                g.last_frame_needed(ready) < self.n_frames if not ended else ready < total
+            ):
                 ready += 1
             count = ready - self.next_snippet
             if count == 0 or (count < self.batch and not ended):
@@ -116,11 +130,14 @@ class StreamLocalizer:
             lo = max(0, a - m.context)
             hi = min(b + m.context, total) if ended else b + m.context
             x = np.zeros((hi - lo, m.feature_dim), dtype=np.float32)
-            have = np.asarray(self.feats[lo - self.feat_base:min(hi, n) - self.feat_base])
+            have = np.asarray(self.feats[lo - self.feat_base : min(hi, n) - self.feat_base])
             x[: len(have)] = have
             outputs = self.models.head(x)
             self.head_calls += 1
-            cropped = [(c[:, (a - lo) // s:], r[:, (a - lo) // s:]) for (c, r), s in zip(outputs, m.strides)]
+            cropped = [
+                (c[:, (a - lo) // s :], r[:, (a - lo) // s :])
+                for (c, r), s in zip(outputs, m.strides)
+            ]
             cands, kept = decode_outputs(cropped, m, a, b, n if ended else b)
             if self.record:
                 for level, pair in enumerate(kept):
@@ -159,23 +176,30 @@ class StreamLocalizer:
 
     def results(self) -> list[Segment]:
         """The per-video top `max_segments`, exactly what offline inference keeps."""
-        ranked = sorted(self.emitted, key=lambda s: (-s.score, s.start, s.end, self.m.labels.index(s.label)))
+        ranked = sorted(
+            self.emitted, key=lambda s: (-s.score, s.start, s.end, self.m.labels.index(s.label))
+        )
         return ranked[: self.m.post.max_segments]
 
     def recorded_outputs(self) -> LevelOutputs:
-        return [(np.concatenate([c for c, _ in lv], 1), np.concatenate([r for _, r in lv], 1))
-                for lv in self.recorded]
+        return [
+            (np.concatenate([c for c, _ in lv], 1), np.concatenate([r for _, r in lv], 1))
+            for lv in self.recorded
+        ]
 
 
-def localize_offline(models: BundleModels, frames: np.ndarray, video: str,
-                     encoder_batch: int = 16) -> tuple[list[Segment], LevelOutputs]:
+def localize_offline(
+    models: BundleModels, frames: np.ndarray, video: str, encoder_batch: int = 16
+) -> tuple[list[Segment], LevelOutputs]:
     """Whole-video inference: all features, one head call on the zero-padded sequence, NMS."""
     m = models.manifest
     g = m.grid
     n_frames = len(frames)
     n = g.count(n_frames)
     idx = g.frame_indices(0, n, n_frames)
-    feats = np.concatenate([models.encode(frames[idx[i:i + encoder_batch]]) for i in range(0, n, encoder_batch)])
+    feats = np.concatenate(
+        [models.encode(frames[idx[i : i + encoder_batch]]) for i in range(0, n, encoder_batch)]
+    )
     x = np.zeros((models.padded_length(n), m.feature_dim), dtype=np.float32)
     x[:n] = feats
     outputs = models.head(x)
@@ -183,9 +207,13 @@ def localize_offline(models: BundleModels, frames: np.ndarray, video: str,
     return detect(outputs, m, n, n_frames / g.fps, video), kept
 
 
-def stream_frames(models: BundleModels, frames: Iterable[np.ndarray], video: str,
-                  on_event: Callable[[Segment, float], None] | None = None,
-                  record: bool = False) -> StreamLocalizer:
+def stream_frames(
+    models: BundleModels,
+    frames: Iterable[np.ndarray],
+    video: str,
+    on_event: Callable[[Segment, float], None] | None = None,
+    record: bool = False,
+) -> StreamLocalizer:
     loc = StreamLocalizer(models, video, on_event=on_event, record=record)
     for f in frames:
         loc.push(f)

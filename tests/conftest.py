@@ -5,11 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lofi.trainer.synth import SynthConfig, generate
 
-TINY = SynthConfig(train_videos=2, val_videos=2, classes=4, clip_classes=4, clips_per_class=2, height=32,
-                   width=32, fps=8.0, min_duration=10.0, max_duration=14.0, seed=3)
+TINY = SynthConfig(
+    train_videos=2,
+    val_videos=2,
+    classes=4,
+    clip_classes=4,
+    clips_per_class=2,
+    height=32,
+    width=32,
+    fps=8.0,
+    min_duration=10.0,
+    max_duration=14.0,
+    seed=3,
+)
 
 
 @pytest.fixture(scope="session")
@@ -22,8 +32,16 @@ def tiny_synth(tmp_path_factory) -> Path:
 def tiny_config(**model) -> dict:
     from lofi.trainer.config import load_config
 
-    cfg = load_config(None, ["model.width=8", "model.head_dim=16", "model.head_window=16", "data.window=32",
-                             "model.max_reach=16"])
+    cfg = load_config(
+        None,
+        [
+            "model.width=8",
+            "model.head_dim=16",
+            "model.head_window=16",
+            "data.window=32",
+            "model.max_reach=16",
+        ],
+    )
     cfg["model"].update(model)
     return cfg
 
@@ -31,7 +49,6 @@ def tiny_config(**model) -> dict:
 @pytest.fixture(scope="session")
 def random_checkpoint(tmp_path_factory) -> Path:
     import torch
-
     from lofi.trainer.checkpoint import build_encoder, build_head, save_checkpoint
 
     torch.manual_seed(0)
@@ -42,8 +59,18 @@ def random_checkpoint(tmp_path_factory) -> Path:
     with torch.no_grad():  # a random head fires everywhere; spread its logits so NMS has work
         head.cls_out.bias.fill_(0.0)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
-    save_checkpoint(path, {"stage": "head", "config": cfg, "labels": ["a", "b", "c", "d"], "fps": 8.0,
-                           "input_size": [32, 32], "encoder": enc.state_dict(), "head": head.state_dict()})
+    save_checkpoint(
+        path,
+        {
+            "stage": "head",
+            "config": cfg,
+            "labels": ["a", "b", "c", "d"],
+            "fps": 8.0,
+            "input_size": [32, 32],
+            "encoder": enc.state_dict(),
+            "head": head.state_dict(),
+        },
+    )
     return path
 
 

@@ -10,7 +10,9 @@ import pytest
 
 def run(*args, cwd=None):
     code = f"import sys; from {args[0]} import {args[1]} as f; sys.argv=['x', *{list(args[2:])!r}]; f()"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def assert_one_line_error(p, match):
@@ -26,14 +28,22 @@ EVAL = ("lofi.runtime.cli", "eval_cli")
 
 
 def test_stream_bad_sources(tmp_path, tiny_bundle, tiny_synth):
-    assert_one_line_error(run(*STREAM, str(tmp_path / "none.mp4"), "--bundle", str(tiny_bundle)), "not found")
+    assert_one_line_error(
+        run(*STREAM, str(tmp_path / "none.mp4"), "--bundle", str(tiny_bundle)), "not found"
+    )
     (tmp_path / "empty.mp4").write_bytes(b"")
-    assert_one_line_error(run(*STREAM, str(tmp_path / "empty.mp4"), "--bundle", str(tiny_bundle)), "empty")
+    assert_one_line_error(
+        run(*STREAM, str(tmp_path / "empty.mp4"), "--bundle", str(tiny_bundle)), "empty"
+    )
     data = (tiny_synth / "videos" / "synth_val_0000.mp4").read_bytes()
     (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
-    assert_one_line_error(run(*STREAM, str(tmp_path / "cut.mp4"), "--bundle", str(tiny_bundle)), "video")
+    assert_one_line_error(
+        run(*STREAM, str(tmp_path / "cut.mp4"), "--bundle", str(tiny_bundle)), "video"
+    )
     (tmp_path / "notes.txt").write_text("not a video")
-    assert_one_line_error(run(*STREAM, str(tmp_path / "notes.txt"), "--bundle", str(tiny_bundle)), "video")
+    assert_one_line_error(
+        run(*STREAM, str(tmp_path / "notes.txt"), "--bundle", str(tiny_bundle)), "video"
+    )
 
 
 def test_stream_bad_bundle(tmp_path, tiny_bundle, tiny_synth):
@@ -49,8 +59,16 @@ def test_stream_bad_bundle(tmp_path, tiny_bundle, tiny_synth):
 
 def test_stream_writes_events_results_and_stats(tmp_path, tiny_bundle, tiny_synth):
     video = str(tiny_synth / "videos" / "synth_val_0000.mp4")
-    p = run(*STREAM, video, "--bundle", str(tiny_bundle), "--results", str(tmp_path / "r.json"),
-            "--stats", str(tmp_path / "s.json"))
+    p = run(
+        *STREAM,
+        video,
+        "--bundle",
+        str(tiny_bundle),
+        "--results",
+        str(tmp_path / "r.json"),
+        "--stats",
+        str(tmp_path / "s.json"),
+    )
     assert p.returncode == 0, p.stderr
     events = [json.loads(line) for line in p.stdout.splitlines()]
     assert events and set(events[0]) == {"video", "label", "score", "start", "end", "emitted_at"}
@@ -65,21 +83,53 @@ def write(path, obj):
     return str(path)
 
 
-GT = {"database": {"v": {"subset": "validation", "duration": 50.0,
-                         "annotations": [{"segment": [1.0, 5.0], "label": "a"}]}}}
-PRED = {"version": "1.3", "results": {"v": [{"label": "a", "score": 0.9, "segment": [1.0, 5.0]}]},
-        "external_data": {}}
+GT = {
+    "database": {
+        "v": {
+            "subset": "validation",
+            "duration": 50.0,
+            "annotations": [{"segment": [1.0, 5.0], "label": "a"}],
+        }
+    }
+}
+PRED = {
+    "version": "1.3",
+    "results": {"v": [{"label": "a", "score": 0.9, "segment": [1.0, 5.0]}]},
+    "external_data": {},
+}
 
 
-@pytest.mark.parametrize("gt, pred, match", [
-    ({"database": {"v": {"subset": "validation", "annotations": []}}}, PRED, "duration"),
-    ({"database": {"v": {"subset": "validation", "duration": 9, "annotations": [{"segment": [5, 5], "label": "a"}]}}},
-     PRED, "end"),
-    ({"database": {"v": {"subset": "validation", "duration": 9, "annotations": [{"label": "a"}]}}}, PRED, "segment"),
-    (GT, {"results": {"v": [{"label": "zzz", "score": 1, "segment": [1, 2]}]}}, "unknown"),
-    (GT, {"results": {"v": [{"label": "a", "segment": [1, 2]}]}}, "score"),
-    ("not json", PRED, "JSON"),
-])
+@pytest.mark.parametrize(
+    "gt, pred, match",
+    [
+        ({"database": {"v": {"subset": "validation", "annotations": []}}}, PRED, "duration"),
+        (
+            {
+                "database": {
+                    "v": {
+                        "subset": "validation",
+                        "duration": 9,
+                        "annotations": [{"segment": [5, 5], "label": "a"}],
+                    }
+                }
+            },
+            PRED,
+            "end",
+        ),
+        (
+            {
+                "database": {
+                    "v": {"subset": "validation", "duration": 9, "annotations": [{"label": "a"}]}
+                }
+            },
+            PRED,
+            "segment",
+        ),
+        (GT, {"results": {"v": [{"label": "zzz", "score": 1, "segment": [1, 2]}]}}, "unknown"),
+        (GT, {"results": {"v": [{"label": "a", "segment": [1, 2]}]}}, "score"),
+        ("not json", PRED, "JSON"),
+    ],
+)
 def test_eval_bad_files(tmp_path, gt, pred, match):
     g = tmp_path / "gt.json"
     if isinstance(gt, str):
@@ -92,8 +142,19 @@ def test_eval_bad_files(tmp_path, gt, pred, match):
 
 def test_eval_ok_and_json(tmp_path):
     out = tmp_path / "m.json"
-    p = run(*EVAL, "--ground-truth", write(tmp_path / "g.json", GT), "--predictions",
-            write(tmp_path / "p.json", PRED), "--tiou", "thumos", "--json", str(out), "--plot", str(tmp_path / "t.png"))
+    p = run(
+        *EVAL,
+        "--ground-truth",
+        write(tmp_path / "g.json", GT),
+        "--predictions",
+        write(tmp_path / "p.json", PRED),
+        "--tiou",
+        "thumos",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "t.png"),
+    )
     assert p.returncode == 0, p.stderr
     report = json.loads(out.read_text())
     assert report["mAP"] == [1.0] * 5 and report["per_class"] == {"a": [1.0] * 5}
@@ -105,12 +166,18 @@ def test_export_rejects_other_checkpoints(tmp_path, random_checkpoint):
 
     other = tmp_path / "other.pt"
     torch.save({"model": {"w": torch.zeros(3)}}, other)
-    assert_one_line_error(run("lofi.export.cli", "main", str(other), str(tmp_path / "b")), "not a LoFi-TAL checkpoint")
+    assert_one_line_error(
+        run("lofi.export.cli", "main", str(other), str(tmp_path / "b")), "not a LoFi-TAL checkpoint"
+    )
     ckpt = torch.load(random_checkpoint, weights_only=False)
     ckpt["config"]["model"]["width"] = 12  # weights no longer fit the configured model
     torch.save(ckpt, tmp_path / "mismatch.pt")
-    assert_one_line_error(run("lofi.export.cli", "main", str(tmp_path / "mismatch.pt"), str(tmp_path / "b")),
-                          "another model")
+    assert_one_line_error(
+        run("lofi.export.cli", "main", str(tmp_path / "mismatch.pt"), str(tmp_path / "b")),
+        "another model",
+    )
     (tmp_path / "garbage.pt").write_bytes(b"garbage")
-    assert_one_line_error(run("lofi.export.cli", "main", str(tmp_path / "garbage.pt"), str(tmp_path / "b")),
-                          "cannot read checkpoint")
+    assert_one_line_error(
+        run("lofi.export.cli", "main", str(tmp_path / "garbage.pt"), str(tmp_path / "b")),
+        "cannot read checkpoint",
+    )

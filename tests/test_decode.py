@@ -5,7 +5,6 @@ from fractions import Fraction
 import av
 import numpy as np
 import pytest
-
 from lofi.runtime.decode import VideoReader, read_video
 from lofi.runtime.errors import LofiError
 
@@ -18,7 +17,9 @@ def write_vfr(path, times, size=16):
         s.pix_fmt = "yuv444p"
         s.codec_context.time_base = Fraction(1, 1000)
         for i, t in enumerate(times):
-            f = av.VideoFrame.from_ndarray(np.full((size, size, 3), 10 * i, np.uint8), format="rgb24")
+            f = av.VideoFrame.from_ndarray(
+                np.full((size, size, 3), 10 * i, np.uint8), format="rgb24"
+            )
             f.pts = t
             f.time_base = Fraction(1, 1000)
             for p in s.encode(f):

@@ -1,7 +1,6 @@
 """mAP against hand-worked cases (ActivityNet protocol)."""
 
 import pytest
-
 from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo
 from lofi.runtime.errors import LofiError
 from lofi.runtime.evaluation import evaluate, interpolated_ap, parse_tiou
@@ -79,8 +78,13 @@ def test_hand_worked_mixed_ranking():
     # GT: 3 instances. Ranked: TP, FP, TP, FP, TP -> P = 1, .5, .667, .5, .6 ; R = 1/3, 1/3, 2/3, 2/3, 1
     # interpolated: 1*(1/3) + .667*(1/3) + .6*(1/3)
     gt = gt_of(Segment("v", "a", 0, 10), Segment("v", "a", 20, 30), Segment("w", "a", 0, 10))
-    preds = [Segment("v", "a", 0, 10, 0.9), Segment("v", "a", 50, 60, 0.8), Segment("v", "a", 20, 30, 0.7),
-             Segment("w", "a", 50, 60, 0.6), Segment("w", "a", 1, 10, 0.5)]
+    preds = [
+        Segment("v", "a", 0, 10, 0.9),
+        Segment("v", "a", 50, 60, 0.8),
+        Segment("v", "a", 20, 30, 0.7),
+        Segment("w", "a", 50, 60, 0.6),
+        Segment("w", "a", 1, 10, 0.5),
+    ]
     assert evaluate(gt, preds, [0.5]).mAP[0] == pytest.approx((1 + 2 / 3 + 0.6) / 3)
 
 

@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import LofiError
 from lofi.runtime.models import BundleModels
@@ -35,7 +34,9 @@ def test_streaming_equals_offline(tiny_bundle, n_frames):
     for (c0, r0), (c1, r1) in zip(offline_out, streamed_out):
         assert c0.shape == c1.shape
         assert np.abs(c0 - c1).max() <= 1e-5 and np.abs(r0 - r1).max() <= 1e-5
-    key = lambda segs: [(s.label, round(s.start, 4), round(s.end, 4), round(s.score, 5)) for s in segs]
+    key = lambda segs: [
+        (s.label, round(s.start, 4), round(s.end, 4), round(s.score, 5)) for s in segs
+    ]
     assert key(loc.results()) == key(offline_segs)
     if n_frames == 250:
         assert loc.head_calls > 2  # really windowed
@@ -49,7 +50,9 @@ def test_streaming_a_real_video_file(tiny_bundle, tiny_synth):
     frames = read_video(path, m.grid.fps, (m.height, m.width))
     offline, _ = localize_offline(models, frames, "v")
     streamed = stream_frames(models, iter(frames), "v").results()
-    assert [(s.label, round(s.start, 4)) for s in streamed] == [(s.label, round(s.start, 4)) for s in offline]
+    assert [(s.label, round(s.start, 4)) for s in streamed] == [
+        (s.label, round(s.start, 4)) for s in offline
+    ]
 
 
 def test_modified_or_missing_bundle_file(tmp_path, tiny_bundle):

@@ -1,7 +1,6 @@
 """NMS, decoding and the streaming finaliser against offline post-processing."""
 
 import numpy as np
-
 from lofi.runtime.postprocess import Candidates, PostConfig, StreamingFinalizer, finalize, nms
 
 
@@ -28,16 +27,27 @@ def test_streaming_finaliser_equals_offline():
     rng = np.random.default_rng(0)
     cfg = PostConfig(nms="soft", max_segments=10_000)
     starts = np.sort(rng.uniform(0, 200, 400))
-    rows = np.stack([starts, starts + rng.uniform(0.5, 8, 400), rng.uniform(0.05, 1, 400),
-                     rng.integers(0, 3, 400)], 1)
+    rows = np.stack(
+        [
+            starts,
+            starts + rng.uniform(0.5, 8, 400),
+            rng.uniform(0.05, 1, 400),
+            rng.integers(0, 3, 400),
+        ],
+        1,
+    )
     all_c = cands(rows)
     offline = finalize(all_c, 210.0, cfg)
     fin = StreamingFinalizer(cfg)
     got = []
-    for t in np.arange(0, 200, 10.0):  # candidates arrive by start time; none starts before t-reach later
+    for t in np.arange(
+        0, 200, 10.0
+    ):  # candidates arrive by start time; none starts before t-reach later
         sel = (rows[:, 0] >= t) & (rows[:, 0] < t + 10)
         got.append(fin.push(cands(rows[sel]), safe_before=t + 10))
     got.append(fin.push(Candidates.empty(), float("inf"), duration=210.0))
     streamed = Candidates.concat(got)
-    key = lambda c: sorted(zip(np.round(c.start, 9), np.round(c.end, 9), np.round(c.score, 12), c.label))
+    key = lambda c: sorted(
+        zip(np.round(c.start, 9), np.round(c.end, 9), np.round(c.score, 12), c.label)
+    )
     assert key(streamed) == key(offline)

@@ -1,5 +1,4 @@
 import numpy as np
-
 from lofi.runtime.snippets import SnippetGrid, resize_grid
 
 

@@ -4,9 +4,9 @@ import json
 from dataclasses import replace
 
 import numpy as np
-
 from lofi.runtime.decode import read_video
 from lofi.trainer.synth import generate
+
 from tests.conftest import TINY
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import SnippetEncoder
 from lofi.trainer.head import PyramidHead
@@ -47,15 +46,19 @@ def load_state(module: torch.nn.Module, state: dict, what: str, path: str | Path
     try:
         module.load_state_dict(state)
     except RuntimeError:
-        raise LofiError(f"{path}: the {what} weights do not fit the configured model "
-                        "(checkpoint of another model?)") from None
+        raise LofiError(
+            f"{path}: the {what} weights do not fit the configured model "
+            "(checkpoint of another model?)"
+        ) from None
 
 
 def models_from_checkpoint(ckpt: dict, path: str | Path) -> tuple[SnippetEncoder, PyramidHead]:
     """Encoder and head of a `head`- or `lofi`-stage checkpoint, in eval mode."""
     if ckpt.get("head") is None:
-        raise LofiError(f"{path} has no localization head (a '{ckpt.get('stage')}' checkpoint); "
-                        "export a 'lofi' or 'head' stage checkpoint")
+        raise LofiError(
+            f"{path} has no localization head (a '{ckpt.get('stage')}' checkpoint); "
+            "export a 'lofi' or 'head' stage checkpoint"
+        )
     cfg = ckpt["config"]
     try:
         encoder = build_encoder(cfg)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from tqdm import tqdm
-
 from lofi.runtime.errors import cli_errors
 from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.synth import SynthConfig, generate
+from tqdm import tqdm
 
 
 def _bar(desc: str):
@@ -31,7 +30,7 @@ def data_cli() -> None:
 
 @data_cli.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--train-videos", default=48, show_default=True)
+@click.option("--train-videos", default=64, show_default=True)
 @click.option("--val-videos", default=24, show_default=True)
 @click.option("--classes", default=6, show_default=True, help="Untrimmed classes (pairs first).")
 @click.option("--clip-classes", default=8, show_default=True)
@@ -42,13 +41,36 @@ def data_cli() -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--difficulty", default=0.5, show_default=True, help="0 (easy) .. 1 (hard).")
 @cli_errors
-def synth_cmd(out, train_videos, val_videos, classes, clip_classes, clips_per_class, size, fps, duration,
-              seed, difficulty) -> None:
+def synth_cmd(
+    out,
+    train_videos,
+    val_videos,
+    classes,
+    clip_classes,
+    clips_per_class,
+    size,
+    fps,
+    duration,
+    seed,
+    difficulty,
+) -> None:
     """Write the Synth-TAL benchmark to OUT (videos/, annotations.json, clips/, clips.json)."""
     h, w = _pair(size, "x", "--size")
     lo, hi = _pair(duration, ":", "--duration", float)
-    cfg = SynthConfig(train_videos, val_videos, classes, clip_classes, clips_per_class, h, w, fps, lo, hi,
-                      seed=seed, difficulty=difficulty)
+    cfg = SynthConfig(
+        train_videos,
+        val_videos,
+        classes,
+        clip_classes,
+        clips_per_class,
+        h,
+        w,
+        fps,
+        lo,
+        hi,
+        seed=seed,
+        difficulty=difficulty,
+    )
     update, bar = _bar("synth")
     paths = generate(Path(out), cfg, update)
     bar.close()
@@ -70,7 +92,9 @@ def _pair(text: str, sep: str, name: str, kind=int):
 @click.argument("video_root", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--fps", default=8.0, show_default=True)
-@click.option("--size", default="64x64", show_default=True, help="HEIGHTxWIDTH frames are resized to.")
+@click.option(
+    "--size", default="64x64", show_default=True, help="HEIGHTxWIDTH frames are resized to."
+)
 @cli_errors
 def prepare_cmd(annotations, video_root, out, fps, size) -> None:
     """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT."""

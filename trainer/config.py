@@ -7,28 +7,77 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from lofi.runtime.errors import LofiError
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "data": {
-        "annotations": None, "cache": None, "clips": None, "clip_cache": None,
-        "k": 4, "frame_stride": 1, "hop": 4, "window": 64, "mode": "window",
-        "mean": [0.45, 0.45, 0.45], "std": [0.225, 0.225, 0.225],
+        "annotations": None,
+        "cache": None,
+        "clips": None,
+        "clip_cache": None,
+        "k": 4,
+        "frame_stride": 1,
+        "hop": 4,
+        "window": 64,
+        "mode": "window",
+        "mean": [0.45, 0.45, 0.45],
+        "std": [0.225, 0.225, 0.225],
     },
-    "model": {"backbone": "tiny", "width": 16, "weights": None, "head_dim": 128, "levels": 4,
-              "max_reach": 32, "head_window": 32},
-    "pretrain": {"epochs": 8, "batch_size": 32, "optimizer": "adamw", "lr": 2e-3,
-                 "weight_decay": 1e-4, "momentum": 0.9, "crop_scale": [0.8, 1.0]},
-    "lofi": {"init": None, "epochs": 6, "batch_size": 2, "optimizer": "adamw", "lr": 5e-4,
-             "head_lr": 1e-3, "weight_decay": 1e-4, "momentum": 0.0, "lr_halve_every": 5,
-             "schedule": "long_cycle", "s_ratio": 2.0, "t_ratio": 4, "st_ratio": [2, 1.4142135623730951],
-             "short_every": 16, "freeze_bn": True, "crop_scale": [0.8, 1.0]},
-    "head": {"init": None, "epochs": 40, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3,
-             "weight_decay": 1e-4, "momentum": 0.9, "lr_halve_every": 15},
-    "postprocess": {"score_threshold": 0.05, "nms": "soft", "iou_threshold": 0.5, "sigma": 0.5,
-                    "min_score": 0.001, "max_segments": 100},
+    "model": {
+        "backbone": "tiny",
+        "width": 16,
+        "weights": None,
+        "head_dim": 128,
+        "levels": 4,
+        "max_reach": 32,
+        "head_window": 32,
+    },
+    "pretrain": {
+        "epochs": 8,
+        "batch_size": 32,
+        "optimizer": "adamw",
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "crop_scale": [0.8, 1.0],
+    },
+    "lofi": {
+        "init": None,
+        "epochs": 6,
+        "batch_size": 2,
+        "optimizer": "adamw",
+        "lr": 5e-4,
+        "head_lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.0,
+        "lr_halve_every": 5,
+        "schedule": "long_cycle",
+        "s_ratio": 2.0,
+        "t_ratio": 4,
+        "st_ratio": [2, 1.4142135623730951],
+        "short_every": 16,
+        "freeze_bn": True,
+        "crop_scale": [0.8, 1.0],
+    },
+    "head": {
+        "init": None,
+        "epochs": 40,
+        "batch_size": 8,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "lr_halve_every": 15,
+    },
+    "postprocess": {
+        "score_threshold": 0.05,
+        "nms": "soft",
+        "iou_threshold": 0.5,
+        "sigma": 0.5,
+        "min_score": 0.001,
+        "max_segments": 100,
+    },
 }
 
 
@@ -37,7 +86,11 @@ def _merge(base: dict, extra: dict, where: str = "") -> dict:
     for k, v in extra.items():
         if k not in out:
             raise LofiError(f"unknown config key '{where}{k}'")
-        out[k] = _merge(out[k], v, f"{where}{k}.") if isinstance(out[k], dict) and isinstance(v, dict) else v
+        out[k] = (
+            _merge(out[k], v, f"{where}{k}.")
+            if isinstance(out[k], dict) and isinstance(v, dict)
+            else v
+        )
     return out
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from lofi.runtime.annotations import GroundTruth, load_ground_truth
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import LofiError
@@ -28,8 +27,14 @@ def find_video(root: Path, vid: str, extra: dict) -> Path:
     raise LofiError(f"video for '{vid}' not found under {root}")
 
 
-def prepare_cache(annotations: Path, video_root: Path, out: Path, fps: float, size: tuple[int, int],
-                  progress: Callable[[int, int], None] | None = None) -> Path:
+def prepare_cache(
+    annotations: Path,
+    video_root: Path,
+    out: Path,
+    fps: float,
+    size: tuple[int, int],
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
     """Decode every annotated video once to uint8 .npy files (memory-mapped when training)."""
     gt = load_ground_truth(annotations)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,7 +67,9 @@ class FrameCache:
         if vid not in self._arrays:
             if vid not in self:
                 raise LofiError(f"video '{vid}' is not in the frame cache {self.folder}")
-            self._arrays[vid] = np.load(self.folder / self.index["videos"][vid]["file"], mmap_mode="r")
+            self._arrays[vid] = np.load(
+                self.folder / self.index["videos"][vid]["file"], mmap_mode="r"
+            )
         return self._arrays[vid]
 
 
@@ -103,8 +110,14 @@ class Window:
         return torch.arange(self.length) + self.first < self.n_snippets
 
 
-def video_windows(gt: GroundTruth, cache: FrameCache, spec: SnippetSpec, r_t: int, labels: list[str],
-                  overlap: float = 0.5) -> list[Window]:
+def video_windows(
+    gt: GroundTruth,
+    cache: FrameCache,
+    spec: SnippetSpec,
+    r_t: int,
+    labels: list[str],
+    overlap: float = 0.5,
+) -> list[Window]:
     """Windows covering every video (with overlap in `window` mode; one per video in `resize`)."""
     out = []
     for vid, info in gt.videos.items():
@@ -117,11 +130,20 @@ def video_windows(gt: GroundTruth, cache: FrameCache, spec: SnippetSpec, r_t: in
         starts = list(range(0, max(total - length, 0) + 1, step))
         if starts[-1] + length < total:
             starts.append(total - length)
-        segs = [(float(grid.index(s.start)), float(grid.index(s.end)), labels.index(s.label))
-                for s in info.segments if s.label in labels]
+        segs = [
+            (float(grid.index(s.start)), float(grid.index(s.end)), labels.index(s.label))
+            for s in info.segments
+            if s.label in labels
+        ]
         for first in starts:
-            seg = torch.tensor([(a - first, b - first, c) for a, b, c in segs
-                                if b - first > 0 and a - first < length], dtype=torch.float32).reshape(-1, 3)
+            seg = torch.tensor(
+                [
+                    (a - first, b - first, c)
+                    for a, b, c in segs
+                    if b - first > 0 and a - first < length
+                ],
+                dtype=torch.float32,
+            ).reshape(-1, 3)
             out.append(Window(vid, first, length, grid, n_frames, total, seg))
     return out
 
@@ -138,8 +160,13 @@ def gather_batch(cache: FrameCache, windows: list[Window]) -> tuple[torch.Tensor
     return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
 
 
-def clip_batch(cache: FrameCache, clips: list[tuple[str, int]], k: int, frame_stride: int,
-               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def clip_batch(
+    cache: FrameCache,
+    clips: list[tuple[str, int]],
+    k: int,
+    frame_stride: int,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One random snippet per trimmed clip: (frames, (B, 1, k) index)."""
     chunks, index, base = [], [], 0
     for vid, _ in clips:

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torchvision
-
 from lofi.runtime.errors import LofiError
 
 
@@ -21,8 +20,8 @@ def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = 8) -> torch.Ten
     fold = c // fold_div
     pad = torch.zeros_like(x[:, :1, :fold])
     back = torch.cat([x[:, 1:, :fold], pad], dim=1)
-    fwd = torch.cat([pad, x[:, :-1, fold:2 * fold]], dim=1)
-    return torch.cat([back, fwd, x[:, :, 2 * fold:]], dim=2).view(nk, c, h, w)
+    fwd = torch.cat([pad, x[:, :-1, fold : 2 * fold]], dim=1)
+    return torch.cat([back, fwd, x[:, :, 2 * fold :]], dim=2).view(nk, c, h, w)
 
 
 class ShiftedBlock(nn.Module):
@@ -48,7 +47,9 @@ class TinyBackbone(nn.Module):
     def __init__(self, frames: int, width: int = 16):
         super().__init__()
         chans = [width, 2 * width, 4 * width, 6 * width]
-        self.stem = nn.Sequential(nn.Conv2d(3, chans[0], 3, 2, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, chans[0], 3, 2, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU()
+        )
         self.blocks = nn.Sequential(*[ShiftedBlock(a, b, frames) for a, b in zip(chans, chans[1:])])
         self.out_dim = chans[-1]
 

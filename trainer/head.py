@@ -24,15 +24,28 @@ class Scale(nn.Module):
 class PyramidHead(nn.Module):
     """(B, D, L) features, L a multiple of 2**(levels-1) -> per level (cls logits, distances)."""
 
-    def __init__(self, in_dim: int, num_classes: int, dim: int = 128, levels: int = 4,
-                 prior: float = 0.01, dropout: float = 0.1):
+    def __init__(
+        self,
+        in_dim: int,
+        num_classes: int,
+        dim: int = 128,
+        levels: int = 4,
+        prior: float = 0.01,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.levels = levels
         self.strides = [2**i for i in range(levels)]
-        self.embed = nn.Sequential(nn.Dropout(dropout), nn.Conv1d(in_dim, dim, 3, 1, 1), nn.ReLU(),
-                                   nn.Conv1d(dim, dim, 3, 1, 1), nn.ReLU())
+        self.embed = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Conv1d(in_dim, dim, 3, 1, 1),
+            nn.ReLU(),
+            nn.Conv1d(dim, dim, 3, 1, 1),
+            nn.ReLU(),
+        )
         self.down = nn.ModuleList(
-            nn.Sequential(nn.MaxPool1d(2, 2), nn.Conv1d(dim, dim, 3, 1, 1), nn.ReLU()) for _ in range(levels - 1)
+            nn.Sequential(nn.MaxPool1d(2, 2), nn.Conv1d(dim, dim, 3, 1, 1), nn.ReLU())
+            for _ in range(levels - 1)
         )
         self.cls_tower = nn.Sequential(nn.Conv1d(dim, dim, 3, 1, 1), nn.ReLU())
         self.cls_out = nn.Conv1d(dim, num_classes, 3, 1, 1)

@@ -7,8 +7,12 @@ import torch.nn.functional as F
 
 
 def assign(
-    segments: torch.Tensor, strides: list[int], lengths: list[int], num_classes: int,
-    radius: float = 1.5, ranges: list[tuple[float, float]] | None = None,
+    segments: torch.Tensor,
+    strides: list[int],
+    lengths: list[int],
+    num_classes: int,
+    radius: float = 1.5,
+    ranges: list[tuple[float, float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets for all positions of all levels of one window.
 
@@ -18,7 +22,7 @@ def assign(
     it, lies within `radius` strides of its centre, and whose reach fits the level's range.
     """
     if ranges is None:
-        ranges = [(0.0, 4.0)] + [(2.0**(i + 1), 2.0**(i + 2)) for i in range(1, len(strides))]
+        ranges = [(0.0, 4.0)] + [(2.0 ** (i + 1), 2.0 ** (i + 2)) for i in range(1, len(strides))]
         ranges[-1] = (ranges[-1][0], float("inf"))
     centres, strides_t, lo, hi = [], [], [], []
     for s, n, (a, b) in zip(strides, lengths, ranges):
@@ -50,8 +54,9 @@ def assign(
     return cls_t, reg_t
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
+def sigmoid_focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
+) -> torch.Tensor:
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
@@ -71,17 +76,23 @@ def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) ->
     return 1 - iou + (centre_dist / enclose.clamp(min=eps)) ** 2
 
 
-def detection_loss(outputs: list[tuple[torch.Tensor, torch.Tensor]], targets: list[tuple[torch.Tensor, torch.Tensor]],
-                   valid: torch.Tensor, strides: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+def detection_loss(
+    outputs: list[tuple[torch.Tensor, torch.Tensor]],
+    targets: list[tuple[torch.Tensor, torch.Tensor]],
+    valid: torch.Tensor,
+    strides: list[int],
+) -> tuple[torch.Tensor, dict[str, float]]:
     """outputs: per level (B, C, n), (B, 2, n); targets per sample (cls (P, C), reg (P, 2));
     valid (B, L) marks real (not padded) snippets."""
     cls = torch.cat([c.permute(0, 2, 1) for c, _ in outputs], dim=1)
     reg = torch.cat([r.permute(0, 2, 1) for _, r in outputs], dim=1)
-    masks = torch.cat([valid[:, ::s][:, : c.shape[2]] for (c, _), s in zip(outputs, strides)], dim=1)
+    masks = torch.cat(
+        [valid[:, ::s][:, : c.shape[2]] for (c, _), s in zip(outputs, strides)], dim=1
+    )
     cls_t = torch.stack([t[0] for t in targets]).to(cls.device)
     reg_t = torch.stack([t[1] for t in targets]).to(cls.device)
     pos = (cls_t.sum(-1) > 0) & masks
     n_pos = max(1.0, float(pos.sum()))
     l_cls = sigmoid_focal_loss(cls[masks], cls_t[masks]).sum() / n_pos
     l_reg = diou_loss_1d(reg[pos], reg_t[pos]).sum() / n_pos if pos.any() else reg.sum() * 0
-    return l_cls + l_reg, {"cls": float(l_cls), "reg": float(l_reg), "positives": n_pos}
+    return l_cls + l_reg, {"cls": l_cls.item(), "reg": l_reg.item(), "positives": n_pos}

@@ -11,7 +11,11 @@ def plot_curves(epochs: list[dict], out: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in (epochs[0] if epochs else {}) if k != "epoch" and isinstance(epochs[0][k], (int, float))]
+    keys = [
+        k
+        for k in (epochs[0] if epochs else {})
+        if k != "epoch" and isinstance(epochs[0][k], (int, float))
+    ]
     if not keys:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)

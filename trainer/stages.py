@@ -13,19 +13,31 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
-
 from lofi.cpp_ext import lofi_sample
 from lofi.runtime.annotations import GroundTruth, load_ground_truth
 from lofi.runtime.errors import LofiError
 from lofi.runtime.evaluation import TIOU_PRESETS, MapReport, evaluate
 from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.streaming import HeadGeometry, detect
-from lofi.trainer.checkpoint import build_encoder, build_head, load_checkpoint, load_state, save_checkpoint
-from lofi.trainer.data import FrameCache, SnippetSpec, Window, clip_batch, gather_batch, video_windows
+from lofi.trainer.checkpoint import (
+    build_encoder,
+    build_head,
+    load_checkpoint,
+    load_state,
+    save_checkpoint,
+)
+from lofi.trainer.data import (
+    FrameCache,
+    SnippetSpec,
+    Window,
+    clip_batch,
+    gather_batch,
+    video_windows,
+)
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.losses import assign, detection_loss
 from lofi.trainer.plots import plot_curves
+from tqdm import tqdm
 
 STAGES = ("pretrain", "lofi", "head")
 
@@ -73,7 +85,9 @@ class Run:
             return None
         ckpt = load_checkpoint(self.ckpt_path)
         if ckpt.get("stage") != self.stage:
-            raise LofiError(f"{self.ckpt_path} is a '{ckpt.get('stage')}' checkpoint, not '{self.stage}'")
+            raise LofiError(
+                f"{self.ckpt_path} is a '{ckpt.get('stage')}' checkpoint, not '{self.stage}'"
+            )
         self.metrics = ckpt.get("metrics", self.metrics)
         return ckpt
 
@@ -92,7 +106,9 @@ def _device(name: str | None) -> torch.device:
 
 def _optimizer(groups: list[dict], s: dict) -> torch.optim.Optimizer:
     if s["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+        return torch.optim.SGD(
+            groups, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"]
+        )
     if s["optimizer"] == "adamw":
         return torch.optim.AdamW(groups, lr=s["lr"], weight_decay=s["weight_decay"])
     raise LofiError(f"optimizer must be sgd or adamw, not {s['optimizer']!r}")
@@ -117,11 +133,15 @@ def _spec(cfg: dict) -> SnippetSpec:
     levels = cfg["model"]["levels"]
     spec = SnippetSpec(d["k"], d["frame_stride"], d["hop"], d["window"], d["mode"])
     if spec.window % (2 ** (levels - 1) * 4):
-        raise LofiError(f"data.window must be a multiple of {2 ** (levels - 1) * 4} (largest stride x r_t)")
+        raise LofiError(
+            f"data.window must be a multiple of {2 ** (levels - 1) * 4} (largest stride x r_t)"
+        )
     return spec
 
 
-def _boxes(n: int, h: int, w: int, scale: list[float] | None, rng: np.random.Generator) -> torch.Tensor:
+def _boxes(
+    n: int, h: int, w: int, scale: list[float] | None, rng: np.random.Generator
+) -> torch.Tensor:
     """Random square-ish crops (scale of the side) for augmentation; the full frame without."""
     if not scale:
         return torch.tensor([[0.0, 0.0, w, h]] * n)
@@ -131,11 +151,24 @@ def _boxes(n: int, h: int, w: int, scale: list[float] | None, rng: np.random.Gen
     return torch.tensor(np.stack([x0, y0, x0 + s * w, y0 + s * h], 1), dtype=torch.float32)
 
 
-def _encode(encoder: nn.Module, frames: torch.Tensor, index: torch.Tensor, boxes: torch.Tensor,
-            size: tuple[int, int], cfg: dict, device: torch.device) -> torch.Tensor:
+def _encode(
+    encoder: nn.Module,
+    frames: torch.Tensor,
+    index: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+    cfg: dict,
+    device: torch.device,
+) -> torch.Tensor:
     """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there."""
-    x = lofi_sample(frames.to(device, non_blocking=True), index.to(device), boxes.to(device), size,
-                    cfg["data"]["mean"], cfg["data"]["std"])
+    x = lofi_sample(
+        frames.to(device, non_blocking=True),
+        index.to(device),
+        boxes.to(device),
+        size,
+        cfg["data"]["mean"],
+        cfg["data"]["std"],
+    )
     return encoder(x)
 
 
@@ -147,8 +180,16 @@ def pretrain(cfg: dict, run_dir: Path, resume: bool = False, device: str | None 
     gt = load_ground_truth(cfg["data"]["clips"])
     cache = FrameCache(cfg["data"]["clip_cache"])
     labels = gt.labels
-    train = [(v, labels.index(i.segments[0].label)) for v, i in gt.videos.items() if i.subset == "training" and i.segments]
-    val = [(v, labels.index(i.segments[0].label)) for v, i in gt.videos.items() if i.subset == "validation" and i.segments]
+    train = [
+        (v, labels.index(i.segments[0].label))
+        for v, i in gt.videos.items()
+        if i.subset == "training" and i.segments
+    ]
+    val = [
+        (v, labels.index(i.segments[0].label))
+        for v, i in gt.videos.items()
+        if i.subset == "validation" and i.segments
+    ]
     if not train:
         raise LofiError("no training clips with a label")
     torch.manual_seed(cfg["seed"])
@@ -178,9 +219,17 @@ def pretrain(cfg: dict, run_dir: Path, resume: bool = False, device: str | None 
             lr = s["lr"] * 0.5 * (1 + math.cos(math.pi * (epoch * steps + step) / total_steps))
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = [train[i] for i in order[step * s["batch_size"]:(step + 1) * s["batch_size"]]]
+            batch = [train[i] for i in order[step * s["batch_size"] : (step + 1) * s["batch_size"]]]
             frames, index = clip_batch(cache, batch, k, fs, rng)
-            feats = _encode(encoder, frames, index, _boxes(len(batch), h, w, s["crop_scale"], rng), (h, w), cfg, dev)
+            feats = _encode(
+                encoder,
+                frames,
+                index,
+                _boxes(len(batch), h, w, s["crop_scale"], rng),
+                (h, w),
+                cfg,
+                dev,
+            )
             logits = classifier(feats[:, 0])
             target = torch.tensor([c for _, c in batch], device=dev)
             loss = F.cross_entropy(logits, target)
@@ -194,11 +243,21 @@ def pretrain(cfg: dict, run_dir: Path, resume: bool = False, device: str | None 
         if val:
             values["val_acc"] = _clip_accuracy(encoder, classifier, cache, val, cfg, dev)
         run.epoch_done(epoch, values)
-        save_checkpoint(run.ckpt_path, {
-            "stage": "pretrain", "config": cfg, "labels": None, "clip_labels": labels,
-            "encoder": encoder.state_dict(), "classifier": classifier.state_dict(), "head": None,
-            "optimizer": opt.state_dict(), "epoch": epoch, "metrics": run.metrics,
-        })
+        save_checkpoint(
+            run.ckpt_path,
+            {
+                "stage": "pretrain",
+                "config": cfg,
+                "labels": None,
+                "clip_labels": labels,
+                "encoder": encoder.state_dict(),
+                "classifier": classifier.state_dict(),
+                "head": None,
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "metrics": run.metrics,
+            },
+        )
     run.close()
     return run.ckpt_path
 
@@ -211,10 +270,14 @@ def _clip_accuracy(encoder, classifier, cache, clips, cfg, dev) -> float:
     h, w = cache.size
     correct = 0
     for i in range(0, len(clips), 64):
-        batch = clips[i:i + 64]
+        batch = clips[i : i + 64]
         frames, index = clip_batch(cache, batch, cfg["data"]["k"], cfg["data"]["frame_stride"], rng)
-        feats = _encode(encoder, frames, index, _boxes(len(batch), h, w, None, rng), (h, w), cfg, dev)
-        correct += int((classifier(feats[:, 0]).argmax(1).cpu() == torch.tensor([c for _, c in batch])).sum())
+        feats = _encode(
+            encoder, frames, index, _boxes(len(batch), h, w, None, rng), (h, w), cfg, dev
+        )
+        correct += int(
+            (classifier(feats[:, 0]).argmax(1).cpu() == torch.tensor([c for _, c in batch])).sum()
+        )
     return correct / len(clips)
 
 
@@ -226,7 +289,9 @@ def _init_encoder(encoder: nn.Module, path: str | None, cfg: dict) -> None:
 
 
 def _targets(windows: list[Window], strides: list[int], num_classes: int) -> list:
-    return [assign(w.segments, strides, [w.length // s for s in strides], num_classes) for w in windows]
+    return [
+        assign(w.segments, strides, [w.length // s for s in strides], num_classes) for w in windows
+    ]
 
 
 def _untrimmed(cfg: dict) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str]]:
@@ -243,13 +308,20 @@ def lofi(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = No
     s = cfg["lofi"]
     spec = _spec(cfg)
     train, _, cache, labels = _untrimmed(cfg)
-    schedule = FidelitySchedule(s["schedule"], s["s_ratio"], s["t_ratio"], tuple(s["st_ratio"]), s["short_every"])
+    schedule = FidelitySchedule(
+        s["schedule"], s["s_ratio"], s["t_ratio"], tuple(s["st_ratio"]), s["short_every"]
+    )
     torch.manual_seed(cfg["seed"])
     encoder = build_encoder(cfg).to(dev)
     _init_encoder(encoder, s["init"], cfg)
     head = build_head(cfg, encoder.out_dim, len(labels)).to(dev)
-    opt = _optimizer([{"params": encoder.parameters(), "lr": s["lr"]},
-                      {"params": head.parameters(), "lr": s["head_lr"]}], s)
+    opt = _optimizer(
+        [
+            {"params": encoder.parameters(), "lr": s["lr"]},
+            {"params": head.parameters(), "lr": s["head_lr"]},
+        ],
+        s,
+    )
     base_lr = [s["lr"], s["head_lr"]]
     run = Run(run_dir, cfg, "lofi")
     start = 0
@@ -278,31 +350,60 @@ def lofi(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = No
             fid: Fidelity = schedule.at(epoch, epoch * steps + step)
             used[fid.name] = used.get(fid.name, 0) + 1
             pool = windows.setdefault(fid.r_t, video_windows(train, cache, spec, fid.r_t, labels))
-            batch = [pool[i] for i in rng.choice(len(pool), s["batch_size"], replace=len(pool) < s["batch_size"])]
+            batch = [
+                pool[i]
+                for i in rng.choice(len(pool), s["batch_size"], replace=len(pool) < s["batch_size"])
+            ]
             frames, index = gather_batch(cache, batch)
-            feats = _encode(encoder, frames, index, _boxes(len(batch), h, w, s["crop_scale"], rng),
-                            fid.size(h, w), cfg, dev)
+            feats = _encode(
+                encoder,
+                frames,
+                index,
+                _boxes(len(batch), h, w, s["crop_scale"], rng),
+                fid.size(h, w),
+                cfg,
+                dev,
+            )
             valid = torch.stack([b.valid() for b in batch]).to(dev)
             outs = head((feats * valid[..., None]).transpose(1, 2))
-            loss, parts = detection_loss(outs, _targets(batch, head.strides, len(labels)), valid, head.strides)
+            loss, parts = detection_loss(
+                outs, _targets(batch, head.strides, len(labels)), valid, head.strides
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", fid=fid.name)
         run.epoch_done(epoch, {"loss": float(np.mean(losses)), "fidelity": "+".join(sorted(used))})
-        save_checkpoint(run.ckpt_path, {
-            "stage": "lofi", "config": cfg, "labels": labels, "fps": cache.fps, "input_size": list(cache.size),
-            "encoder": encoder.state_dict(),
-            "head": head.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch, "metrics": run.metrics,
-        })
+        save_checkpoint(
+            run.ckpt_path,
+            {
+                "stage": "lofi",
+                "config": cfg,
+                "labels": labels,
+                "fps": cache.fps,
+                "input_size": list(cache.size),
+                "encoder": encoder.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "metrics": run.metrics,
+            },
+        )
     run.close()
     return run.ckpt_path
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, cache: FrameCache, gt: GroundTruth, spec: SnippetSpec, cfg: dict,
-                     dev: torch.device, batch: int = 32) -> dict[str, torch.Tensor]:
+def extract_features(
+    encoder: nn.Module,
+    cache: FrameCache,
+    gt: GroundTruth,
+    spec: SnippetSpec,
+    cfg: dict,
+    dev: torch.device,
+    batch: int = 32,
+) -> dict[str, torch.Tensor]:
     """Full-fidelity snippet features of every video (all snippets, or the resize grid)."""
     encoder.eval()
     out = {}
@@ -314,8 +415,12 @@ def extract_features(encoder: nn.Module, cache: FrameCache, gt: GroundTruth, spe
         n = length if spec.mode == "resize" else grid.count(len(frames))
         idx = grid.frame_indices(0, n, len(frames))
         video = torch.from_numpy(np.asarray(frames)).to(dev)
-        feats = [_encode(encoder, video, torch.from_numpy(idx[i:i + batch])[None], box, (h, w), cfg, dev)[0]
-                 for i in range(0, n, batch)]
+        feats = [
+            _encode(
+                encoder, video, torch.from_numpy(idx[i : i + batch])[None], box, (h, w), cfg, dev
+            )[0]
+            for i in range(0, n, batch)
+        ]
         out[vid] = torch.cat(feats).cpu()
     return out
 
@@ -323,14 +428,21 @@ def extract_features(encoder: nn.Module, cache: FrameCache, gt: GroundTruth, spe
 def _window_features(feats: dict[str, torch.Tensor], windows: list[Window]) -> torch.Tensor:
     x = torch.zeros(len(windows), windows[0].length, next(iter(feats.values())).shape[1])
     for i, w in enumerate(windows):
-        f = feats[w.video][w.first:w.first + w.length]
+        f = feats[w.video][w.first : w.first + w.length]
         x[i, : len(f)] = f
     return x
 
 
 @torch.no_grad()
-def evaluate_head(head: nn.Module, feats: dict[str, torch.Tensor], gt: GroundTruth, cache: FrameCache,
-                  spec: SnippetSpec, cfg: dict, labels: list[str]) -> MapReport:
+def evaluate_head(
+    head: nn.Module,
+    feats: dict[str, torch.Tensor],
+    gt: GroundTruth,
+    cache: FrameCache,
+    spec: SnippetSpec,
+    cfg: dict,
+    labels: list[str],
+) -> MapReport:
     """Whole-video head inference + the runtime's decoding, NMS and mAP (one implementation)."""
     head.eval()
     dev = next(head.parameters()).device
@@ -343,7 +455,13 @@ def evaluate_head(head: nn.Module, feats: dict[str, torch.Tensor], gt: GroundTru
         x = torch.zeros(max(top, math.ceil(n / top) * top), f.shape[1])
         x[:n] = f
         outs = [(c[0].cpu().numpy(), r[0].cpu().numpy()) for c, r in head(x.T[None].to(dev))]
-        geo = HeadGeometry(labels, grid, head.strides, cfg["model"]["max_reach"], PostConfig.from_dict(cfg["postprocess"]))
+        geo = HeadGeometry(
+            labels,
+            grid,
+            head.strides,
+            cfg["model"]["max_reach"],
+            PostConfig.from_dict(cfg["postprocess"]),
+        )
         segments += detect(outs, geo, n, n_frames / cache.fps, vid)
     return evaluate(gt, segments, TIOU_PRESETS["anet"])
 
@@ -384,10 +502,12 @@ def head_stage(cfg: dict, run_dir: Path, resume: bool = False, device: str | Non
         order = rng.permutation(len(windows))
         losses = []
         for step in range(steps):
-            sel = order[step * s["batch_size"]:(step + 1) * s["batch_size"]]
+            sel = order[step * s["batch_size"] : (step + 1) * s["batch_size"]]
             valid = valid_all[sel].to(dev)
             x = x_all[sel].to(dev) * valid[..., None]
-            loss, _ = detection_loss(head(x.transpose(1, 2)), [targets_all[i] for i in sel], valid, head.strides)
+            loss, _ = detection_loss(
+                head(x.transpose(1, 2)), [targets_all[i] for i in sel], valid, head.strides
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -400,12 +520,22 @@ def head_stage(cfg: dict, run_dir: Path, resume: bool = False, device: str | Non
             if last:
                 run.metrics["validation"] = report.as_json()
         run.epoch_done(epoch, values)
-        save_checkpoint(run.ckpt_path, {
-            "stage": "head", "config": cfg, "labels": labels, "fps": cache.fps, "input_size": list(cache.size),
-            "encoder": encoder.state_dict(),
-            "head": head.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-            "metrics": run.metrics, "encoder_from": str(s["init"]),
-        })
+        save_checkpoint(
+            run.ckpt_path,
+            {
+                "stage": "head",
+                "config": cfg,
+                "labels": labels,
+                "fps": cache.fps,
+                "input_size": list(cache.size),
+                "encoder": encoder.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "metrics": run.metrics,
+                "encoder_from": str(s["init"]),
+            },
+        )
     run.write_metrics()
     run.close()
     return run.ckpt_path

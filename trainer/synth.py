@@ -14,19 +14,34 @@ from pathlib import Path
 
 import av
 import numpy as np
-
 from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo, ground_truth_json, write_json
 
-UNTRIMMED_MOTIONS = ["slide_left", "slide_right", "rise", "fall", "rotate_cw", "rotate_ccw",
-                     "grow", "shrink"]
-CLIP_MOTIONS = ["diag_up_right", "diag_down_left", "diag_up_left", "diag_down_right",
-                "orbit_cw", "orbit_ccw", "shake", "pulse"]
+UNTRIMMED_MOTIONS = [
+    "slide_left",
+    "slide_right",
+    "rise",
+    "fall",
+    "rotate_cw",
+    "rotate_ccw",
+    "grow",
+    "shrink",
+]
+CLIP_MOTIONS = [
+    "diag_up_right",
+    "diag_down_left",
+    "diag_up_left",
+    "diag_down_right",
+    "orbit_cw",
+    "orbit_ccw",
+    "shake",
+    "pulse",
+]
 SHAPES = ["square", "triangle", "ellipse", "cross", "ell"]
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    train_videos: int = 48
+    train_videos: int = 64
     val_videos: int = 24
     classes: int = 6
     clip_classes: int = 8
@@ -83,10 +98,13 @@ def _shape_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         n = [(0.0, -1.0), (0.866, 0.5), (-0.866, 0.5)]
         return np.max([u * a + v * b for a, b in n], axis=0) - 0.5
     if shape == "cross":
-        return np.minimum(np.maximum(np.abs(u) - 1, np.abs(v) - 0.35),
-                          np.maximum(np.abs(u) - 0.35, np.abs(v) - 1))
-    return np.minimum(np.maximum(np.abs(u + 0.3) - 0.35, np.abs(v) - 1),
-                      np.maximum(np.abs(u) - 0.65, np.abs(v - 0.65) - 0.35))
+        return np.minimum(
+            np.maximum(np.abs(u) - 1, np.abs(v) - 0.35), np.maximum(np.abs(u) - 0.35, np.abs(v) - 1)
+        )
+    return np.minimum(
+        np.maximum(np.abs(u + 0.3) - 0.35, np.abs(v) - 1),
+        np.maximum(np.abs(u) - 0.65, np.abs(v - 0.65) - 0.35),
+    )
 
 
 class Scene:
@@ -98,18 +116,24 @@ class Scene:
         self.unit = min(h, w) / 64.0
         self.jitter_max = int(round((1 + 2 * d) * self.unit))
         j = self.jitter_max
-        self.background = 0.25 + 0.5 * _smooth_noise(rng, h + 2 * j, w + 2 * j, max(4, min(h, w) // 6))
+        self.background = 0.25 + 0.5 * _smooth_noise(
+            rng, h + 2 * j, w + 2 * j, max(4, min(h, w) // 6)
+        )
         self.drift = (0.1 + 0.15 * d, rng.uniform(8, 20), rng.uniform(0, 2 * math.pi))
         self.noise = 0.01 + 0.04 * d
         self.jitter = np.zeros(2)
         n_dis = 1 + int(round(3 * d))
         self.dis_pos = rng.uniform([0, 0], [w, h], (n_dis, 2))
         ang = rng.uniform(0, 2 * math.pi, n_dis)
-        self.dis_vel = np.stack([np.cos(ang), np.sin(ang)], 1) * rng.uniform(0.4, 1.2, (n_dis, 1)) * self.unit
+        self.dis_vel = (
+            np.stack([np.cos(ang), np.sin(ang)], 1) * rng.uniform(0.4, 1.2, (n_dis, 1)) * self.unit
+        )
         self.dis_grey = rng.uniform(0.1, 0.9, n_dis)
         self.shape = SHAPES[rng.integers(len(SHAPES))]
         hue = rng.uniform(0, 1)
-        self.colour = np.array([0.5 + 0.5 * math.cos(2 * math.pi * (hue + o)) for o in (0, 1 / 3, 2 / 3)])
+        self.colour = np.array(
+            [0.5 + 0.5 * math.cos(2 * math.pi * (hue + o)) for o in (0, 1 / 3, 2 / 3)]
+        )
         self.colour = 0.15 + 0.85 * self.colour
         self.size = rng.uniform(7, 10) * self.unit
         self.pos = rng.uniform([0.25 * w, 0.25 * h], [0.75 * w, 0.75 * h])
@@ -127,14 +151,21 @@ class Scene:
     def move(self, motion: str | None, t: float) -> None:
         v, fps = self.speed, self.cfg.fps
         step = {
-            "slide_left": (-v, 0), "slide_right": (v, 0), "rise": (0, -v), "fall": (0, v),
-            "diag_up_right": (v * 0.71, -v * 0.71), "diag_down_left": (-v * 0.71, v * 0.71),
-            "diag_up_left": (-v * 0.71, -v * 0.71), "diag_down_right": (v * 0.71, v * 0.71),
+            "slide_left": (-v, 0),
+            "slide_right": (v, 0),
+            "rise": (0, -v),
+            "fall": (0, v),
+            "diag_up_right": (v * 0.71, -v * 0.71),
+            "diag_down_left": (-v * 0.71, v * 0.71),
+            "diag_up_left": (-v * 0.71, -v * 0.71),
+            "diag_down_right": (v * 0.71, v * 0.71),
         }
         if motion in step:
             self.pos += np.array(step[motion])
         elif motion in ("rotate_cw", "rotate_ccw"):
-            self.angle += (0.3 if motion == "rotate_cw" else -0.3) * (1.4 - 0.6 * self.cfg.difficulty)
+            self.angle += (0.3 if motion == "rotate_cw" else -0.3) * (
+                1.4 - 0.6 * self.cfg.difficulty
+            )
         elif motion in ("grow", "shrink"):
             self.phase = (self.phase + 0.09) % 1.0
             ramp = self.phase if motion == "grow" else 1.0 - self.phase
@@ -143,7 +174,9 @@ class Scene:
             a = t * 2 * math.pi / 1.5 * (1 if motion == "orbit_cw" else -1)
             self.pos += 2.2 * v * np.array([-math.sin(a), math.cos(a)]) * 2 * math.pi / (1.5 * fps)
         elif motion == "shake":
-            self.pos[0] += 6 * self.unit * math.cos(t * 2 * math.pi / 0.5) * 2 * math.pi / (0.5 * fps) / 2
+            self.pos[0] += (
+                6 * self.unit * math.cos(t * 2 * math.pi / 0.5) * 2 * math.pi / (0.5 * fps) / 2
+            )
         elif motion == "pulse":
             self.scale = 1.0 + 0.4 * math.sin(t * 2 * math.pi / 0.8)
         else:  # idle: slow random drift, relax size
@@ -158,7 +191,9 @@ class Scene:
         self.jitter = np.clip(self.jitter + rng.normal(0, 0.4, 2), -j, j)
         oy, ox = (np.round(self.jitter) + j).astype(int)
         amp, period, ph = self.drift
-        img = self.background[oy:oy + h, ox:ox + w] * (1 + amp * math.sin(2 * math.pi * t / period + ph))
+        img = self.background[oy : oy + h, ox : ox + w] * (
+            1 + amp * math.sin(2 * math.pi * t / period + ph)
+        )
         self.dis_pos += self.dis_vel
         for i in range(len(self.dis_pos)):
             for axis, lim in ((0, w), (1, h)):
@@ -183,7 +218,9 @@ def _rng(seed: int, kind: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, kind, index])
 
 
-def plan_untrimmed(rng: np.random.Generator, cfg: SynthConfig, labels: list[str]) -> tuple[int, list[tuple[int, int, str]]]:
+def plan_untrimmed(
+    rng: np.random.Generator, cfg: SynthConfig, labels: list[str]
+) -> tuple[int, list[tuple[int, int, str]]]:
     """Frame count and action instances [(first, end_exclusive, label)] of one video."""
     fps = cfg.fps
     n = int(round(rng.uniform(cfg.min_duration, cfg.max_duration) * fps))
@@ -203,7 +240,9 @@ def write_mp4(path: Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> 
     """H.264 (yuv420p), single-threaded so the bytes are the same on every run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) if float(fps).is_integer() else fps)
+        stream = container.add_stream(
+            "libx264", rate=int(round(fps)) if float(fps).is_integer() else fps
+        )
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
@@ -215,7 +254,9 @@ def write_mp4(path: Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> 
             container.mux(packet)
 
 
-def render_untrimmed(cfg: SynthConfig, subset: str, index: int, labels: list[str]) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
+def render_untrimmed(
+    cfg: SynthConfig, subset: str, index: int, labels: list[str]
+) -> tuple[np.ndarray, list[tuple[int, int, str]]]:
     rng = _rng(cfg.seed, 0 if subset == "training" else 1, index)
     n, inst = plan_untrimmed(rng, cfg, labels)
     scene = Scene(rng, cfg)
@@ -247,7 +288,9 @@ def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
     cfg.validate()
     labels = UNTRIMMED_MOTIONS[: cfg.classes]
     clip_labels = CLIP_MOTIONS[: cfg.clip_classes]
-    jobs = [("training", i) for i in range(cfg.train_videos)] + [("validation", i) for i in range(cfg.val_videos)]
+    jobs = [("training", i) for i in range(cfg.train_videos)] + [
+        ("validation", i) for i in range(cfg.val_videos)
+    ]
     n_clips = cfg.clip_classes * cfg.clips_per_class
     total = len(jobs) + n_clips
     videos: dict[str, VideoInfo] = {}
@@ -275,5 +318,9 @@ def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
             progress(done, total)
     write_json(out / "annotations.json", ground_truth_json(GroundTruth(videos, labels)))
     write_json(out / "clips.json", ground_truth_json(GroundTruth(clips, clip_labels)))
-    return {"videos": out / "videos", "annotations": out / "annotations.json",
-            "clips": out / "clips", "clips_json": out / "clips.json"}
+    return {
+        "videos": out / "videos",
+        "annotations": out / "annotations.json",
+        "clips": out / "clips",
+        "clips_json": out / "clips.json",
+    }
