@@ -1,0 +1,70 @@
+"""The trainer end to end at toy size: every stage, every fidelity, resume, export."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lofi.trainer.data import FrameCache, gather_batch, prepare_cache, video_windows
+from lofi.trainer.fidelity import FidelitySchedule
+from lofi.trainer.stages import RUNNERS
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def caches(tiny_synth: Path) -> Path:
+    prepare_cache(tiny_synth / "annotations.json", tiny_synth / "videos", tiny_synth / "cache", 8.0, (32, 32))
+    prepare_cache(tiny_synth / "clips.json", tiny_synth / "clips", tiny_synth / "clip_cache", 8.0, (32, 32))
+    return tiny_synth
+
+
+def test_fidelity_schedules():
+    long = FidelitySchedule("long_cycle")
+    assert [long.at(e, 0).name for e in range(4)] == ["S", "T", "ST", "S"]
+    short = FidelitySchedule("short_cycle", short_every=16)
+    assert [short.at(0, s).name for s in (0, 15, 16, 32, 48)] == ["S", "S", "T", "ST", "S"]
+    st = FidelitySchedule("ST").at(0, 0)
+    assert (st.r_t, st.size(224, 224)) == (2, (158, 158))  # the paper's 50 x 158^2
+    assert FidelitySchedule("T").at(0, 0).r_t == 4 and FidelitySchedule("S").at(0, 0).size(224, 224) == (112, 112)
+
+
+def test_t_lofi_windows_cover_the_same_span(caches):
+    from lofi.runtime.annotations import load_ground_truth
+    from lofi.trainer.stages import _spec
+
+    cfg = tiny_config()
+    gt = load_ground_truth(caches / "annotations.json").subset("training")
+    cache = FrameCache(caches / "cache")
+    full = video_windows(gt, cache, _spec(cfg), 1, gt.labels)
+    lofi = video_windows(gt, cache, _spec(cfg), 4, gt.labels)
+    assert full[0].length == 4 * lofi[0].length
+    assert lofi[0].grid.hop == 4 * full[0].grid.hop
+    frames, index = gather_batch(cache, lofi[:2])
+    assert frames.dtype == torch.uint8 and index.shape == (2, lofi[0].length, cfg["data"]["k"])
+
+
+def test_all_stages_resume_and_export(caches, tmp_path):
+    from lofi.export.bundle_writer import export_bundle
+
+    d = caches
+    cfg = tiny_config()
+    cfg["data"].update(annotations=str(d / "annotations.json"), cache=str(d / "cache"),
+                       clips=str(d / "clips.json"), clip_cache=str(d / "clip_cache"))
+    cfg["pretrain"].update(epochs=1, batch_size=4)
+    pre = RUNNERS["pretrain"](cfg, tmp_path / "pre")
+    cfg["lofi"].update(init=str(pre), epochs=1, batch_size=2, schedule="short_cycle", short_every=1)
+    lofi = RUNNERS["lofi"](cfg, tmp_path / "lofi")
+    cfg["lofi"]["epochs"] = 2
+    RUNNERS["lofi"](cfg, tmp_path / "lofi", resume=True)
+    import json
+
+    metrics = json.loads((tmp_path / "lofi" / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
+    assert set(metrics["epochs"][0]["fidelity"].split("+")) <= {"S", "T", "ST"}
+    cfg["head"].update(init=str(lofi), epochs=2)
+    head = RUNNERS["head"](cfg, tmp_path / "head")
+    report = json.loads((tmp_path / "head" / "metrics.json").read_text())["validation"]
+    assert len(report["mAP"]) == 10
+    assert (tmp_path / "head" / "curves.png").is_file()
+    _, parity = export_bundle(head, tmp_path / "bundle")
+    assert parity["ok"]
