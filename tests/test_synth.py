@@ -1,6 +1,8 @@
 """Synth-TAL is deterministic from its seed."""
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -10,16 +12,45 @@ from lofi.trainer.synth import generate
 from tests.conftest import TINY
 
 
-def test_same_seed_same_annotations_and_frames(tmp_path, tiny_synth):
-    cfg = replace(TINY, val_videos=1, clips_per_class=1)
-    generate(tmp_path / "a", cfg)
-    a = json.loads((tmp_path / "a" / "annotations.json").read_text())
-    ref = json.loads((tiny_synth / "annotations.json").read_text())
-    for vid in a["database"]:
-        assert a["database"][vid] == ref["database"][vid]
+def synth_cli(out, seed):
+    """`lofi-data synth` in a fresh process, as a user runs it."""
+    code = "import sys; from lofi.trainer.cli import data_cli; sys.argv = sys.argv[1:]; data_cli()"
+    args = [
+        "lofi-data",
+        "synth",
+        str(out),
+        "--train-videos",
+        "2",
+        "--val-videos",
+        "1",
+        "--classes",
+        "4",
+        "--clip-classes",
+        "2",
+        "--clips-per-class",
+        "1",
+        "--size",
+        "32x32",
+        "--duration",
+        "8:12",
+        "--seed",
+        str(seed),
+    ]
+    subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, timeout=300
+    )
+    return json.loads((out / "annotations.json").read_text())["database"]
+
+
+def test_same_seed_same_annotations_and_frames(tmp_path):
+    a, b = synth_cli(tmp_path / "a", 5), synth_cli(tmp_path / "b", 5)
+    assert a == b
+    for vid in a:
         fa = read_video(tmp_path / "a" / "videos" / f"{vid}.mp4", 8.0)
-        fb = read_video(tiny_synth / "videos" / f"{vid}.mp4", 8.0)
+        fb = read_video(tmp_path / "b" / "videos" / f"{vid}.mp4", 8.0)
         assert np.array_equal(fa, fb)
+    c = synth_cli(tmp_path / "c", 6)
+    assert c != a
 
 
 def test_other_seed_differs(tmp_path, tiny_synth):

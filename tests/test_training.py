@@ -4,17 +4,21 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from lofi.trainer.data import FrameCache, gather_batch, prepare_cache, video_windows
 from lofi.trainer.fidelity import FidelitySchedule
 from lofi.trainer.stages import RUNNERS
+
 from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
 def caches(tiny_synth: Path) -> Path:
-    prepare_cache(tiny_synth / "annotations.json", tiny_synth / "videos", tiny_synth / "cache", 8.0, (32, 32))
-    prepare_cache(tiny_synth / "clips.json", tiny_synth / "clips", tiny_synth / "clip_cache", 8.0, (32, 32))
+    prepare_cache(
+        tiny_synth / "annotations.json", tiny_synth / "videos", tiny_synth / "cache", 8.0, (32, 32)
+    )
+    prepare_cache(
+        tiny_synth / "clips.json", tiny_synth / "clips", tiny_synth / "clip_cache", 8.0, (32, 32)
+    )
     return tiny_synth
 
 
@@ -25,7 +29,9 @@ def test_fidelity_schedules():
     assert [short.at(0, s).name for s in (0, 15, 16, 32, 48)] == ["S", "S", "T", "ST", "S"]
     st = FidelitySchedule("ST").at(0, 0)
     assert (st.r_t, st.size(224, 224)) == (2, (158, 158))  # the paper's 50 x 158^2
-    assert FidelitySchedule("T").at(0, 0).r_t == 4 and FidelitySchedule("S").at(0, 0).size(224, 224) == (112, 112)
+    assert FidelitySchedule("T").at(0, 0).r_t == 4 and FidelitySchedule("S").at(0, 0).size(
+        224, 224
+    ) == (112, 112)
 
 
 def test_t_lofi_windows_cover_the_same_span(caches):
@@ -48,8 +54,12 @@ def test_all_stages_resume_and_export(caches, tmp_path):
 
     d = caches
     cfg = tiny_config()
-    cfg["data"].update(annotations=str(d / "annotations.json"), cache=str(d / "cache"),
-                       clips=str(d / "clips.json"), clip_cache=str(d / "clip_cache"))
+    cfg["data"].update(
+        annotations=str(d / "annotations.json"),
+        cache=str(d / "cache"),
+        clips=str(d / "clips.json"),
+        clip_cache=str(d / "clip_cache"),
+    )
     cfg["pretrain"].update(epochs=1, batch_size=4)
     pre = RUNNERS["pretrain"](cfg, tmp_path / "pre")
     cfg["lofi"].update(init=str(pre), epochs=1, batch_size=2, schedule="short_cycle", short_every=1)

@@ -414,7 +414,7 @@ def extract_features(
         grid, length = spec.grid(cache.fps, len(frames), 1)
         n = length if spec.mode == "resize" else grid.count(len(frames))
         idx = grid.frame_indices(0, n, len(frames))
-        video = torch.from_numpy(np.asarray(frames)).to(dev)
+        video = torch.from_numpy(np.array(frames)).to(dev)
         feats = [
             _encode(
                 encoder, video, torch.from_numpy(idx[i : i + batch])[None], box, (h, w), cfg, dev
