@@ -65,6 +65,7 @@ class VideoReader:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
             stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
             origin = None
             if stream.start_time is not None and stream.time_base is not None:
                 origin = float(stream.start_time * stream.time_base)

@@ -62,6 +62,12 @@ def detect(
 ) -> list[Segment]:
     """Whole-video head outputs (from snippet 0) -> final segments, as offline inference keeps."""
     cands, _ = decode_outputs(outputs, m, 0, n_snippets, n_snippets)
+    return final_segments(cands, m, duration, video)
+
+
+def final_segments(
+    cands: Candidates, m: Manifest | HeadGeometry, duration: float, video: str
+) -> list[Segment]:
     return _to_segments(finalize(cands, duration, m.post), video, m.labels)
 
 
@@ -106,7 +112,9 @@ class StreamLocalizer:
             if count == 0 or (count < self.batch and not ended):
                 return
             idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
-            clip = np.stack(self.frames)[idx]
+            clip = np.stack([self.frames[i] for i in idx.ravel()]).reshape(
+                *idx.shape, *self.frames[0].shape
+            )
             self.feats.extend(self.models.encode(clip))
             self.next_snippet = ready
             keep_from = int(np.floor(self.next_snippet * g.hop + 1e-9))
@@ -202,9 +210,8 @@ def localize_offline(
     )
     x = np.zeros((models.padded_length(n), m.feature_dim), dtype=np.float32)
     x[:n] = feats
-    outputs = models.head(x)
-    _, kept = decode_outputs(outputs, m, 0, n, n)
-    return detect(outputs, m, n, n_frames / g.fps, video), kept
+    cands, kept = decode_outputs(models.head(x), m, 0, n, n)
+    return final_segments(cands, m, n_frames / g.fps, video), kept
 
 
 def stream_frames(

@@ -40,9 +40,8 @@ def test_streaming_finaliser_equals_offline():
     offline = finalize(all_c, 210.0, cfg)
     fin = StreamingFinalizer(cfg)
     got = []
-    for t in np.arange(
-        0, 200, 10.0
-    ):  # candidates arrive by start time; none starts before t-reach later
+    # candidates arrive in 10 s slices of start time, so later ones never start before t + 10
+    for t in np.arange(0, 200, 10.0):
         sel = (rows[:, 0] >= t) & (rows[:, 0] < t + 10)
         got.append(fin.push(cands(rows[sel]), safe_before=t + 10))
     got.append(fin.push(Candidates.empty(), float("inf"), duration=210.0))

@@ -121,9 +121,7 @@ def video_windows(
     """Windows covering every video (with overlap in `window` mode; one per video in `resize`)."""
     out = []
     for vid, info in gt.videos.items():
-        n_frames = cache.index["videos"][vid]["frames"] if vid in cache else None
-        if n_frames is None:
-            raise LofiError(f"video '{vid}' is not in the frame cache {cache.folder}")
+        n_frames = len(cache.frames(vid))
         grid, length = spec.grid(cache.fps, n_frames, r_t)
         total = length if spec.mode == "resize" else grid.count(n_frames)
         step = max(1, int(length * (1 - overlap)))

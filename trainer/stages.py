@@ -91,6 +91,34 @@ class Run:
         self.metrics = ckpt.get("metrics", self.metrics)
         return ckpt
 
+    def save_detector(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        labels: list[str],
+        cache: FrameCache,
+        **extra: Any,
+    ) -> None:
+        """Checkpoint of an encoder + head stage, with what the exporter needs to build a bundle."""
+        save_checkpoint(
+            self.ckpt_path,
+            {
+                "stage": self.stage,
+                "config": self.cfg,
+                "labels": labels,
+                "fps": cache.fps,
+                "input_size": list(cache.size),
+                "encoder": encoder.state_dict(),
+                "head": head.state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "metrics": self.metrics,
+                **extra,
+            },
+        )
+
     def close(self) -> None:
         if self.tb:
             self.tb.close()
@@ -281,7 +309,7 @@ def _clip_accuracy(encoder, classifier, cache, clips, cfg, dev) -> float:
     return correct / len(clips)
 
 
-def _init_encoder(encoder: nn.Module, path: str | None, cfg: dict) -> None:
+def _init_encoder(encoder: nn.Module, path: str | None) -> None:
     if not path:
         return
     ckpt = load_checkpoint(path)
@@ -313,7 +341,7 @@ def lofi(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = No
     )
     torch.manual_seed(cfg["seed"])
     encoder = build_encoder(cfg).to(dev)
-    _init_encoder(encoder, s["init"], cfg)
+    _init_encoder(encoder, s["init"])
     head = build_head(cfg, encoder.out_dim, len(labels)).to(dev)
     opt = _optimizer(
         [
@@ -375,21 +403,7 @@ def lofi(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = No
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses):.3f}", fid=fid.name)
         run.epoch_done(epoch, {"loss": float(np.mean(losses)), "fidelity": "+".join(sorted(used))})
-        save_checkpoint(
-            run.ckpt_path,
-            {
-                "stage": "lofi",
-                "config": cfg,
-                "labels": labels,
-                "fps": cache.fps,
-                "input_size": list(cache.size),
-                "encoder": encoder.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "metrics": run.metrics,
-            },
-        )
+        run.save_detector(encoder, head, opt, epoch, labels, cache)
     run.close()
     return run.ckpt_path
 
@@ -520,22 +534,7 @@ def head_stage(cfg: dict, run_dir: Path, resume: bool = False, device: str | Non
             if last:
                 run.metrics["validation"] = report.as_json()
         run.epoch_done(epoch, values)
-        save_checkpoint(
-            run.ckpt_path,
-            {
-                "stage": "head",
-                "config": cfg,
-                "labels": labels,
-                "fps": cache.fps,
-                "input_size": list(cache.size),
-                "encoder": encoder.state_dict(),
-                "head": head.state_dict(),
-                "optimizer": opt.state_dict(),
-                "epoch": epoch,
-                "metrics": run.metrics,
-                "encoder_from": str(s["init"]),
-            },
-        )
+        run.save_detector(encoder, head, opt, epoch, labels, cache, encoder_from=str(s["init"]))
     run.write_metrics()
     run.close()
     return run.ckpt_path

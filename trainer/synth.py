@@ -247,8 +247,11 @@ def write_mp4(path: Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> 
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         stream.options = {"crf": "12", "preset": "veryfast", "g": str(int(4 * fps))}
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+        for i, img in enumerate(frames):
+            # explicit conversion and pts: left to the encoder, identical frames gave different bytes
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
