@@ -1,6 +1,7 @@
-"""Pure-torch LoFi transform: temporal gather + per-clip crop + bilinear resize + normalise + cast.
+"""Pure-torch LoFi transform: the chain of stock ops the fused kernels replace, and their oracle.
 
-This is the oracle for the fused kernels and the chain they replace.
+Temporal gather -> cast -> per-clip bilinear crop/resize (half-pixel centres, edges clamped) ->
+normalise -> cast, one pass over memory per step.
 """
 
 from __future__ import annotations
@@ -8,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+
+def _axis(lo: torch.Tensor, hi: torch.Tensor, out: int, size: int):
+    """Per-clip source rows/columns and weights: s = lo + (o + 0.5) * (hi - lo) / out - 0.5."""
+    o = torch.arange(out, device=lo.device, dtype=torch.float32)
+    s = lo[:, None] + (o + 0.5) * ((hi - lo) / out)[:, None] - 0.5
+    s = s.clamp(0, size - 1)
+    i0 = s.floor()
+    w = s - i0
+    i0 = i0.long()
+    return i0, (i0 + 1).clamp(max=size - 1), w
 
 
 def lofi_sample_reference(
@@ -23,8 +34,7 @@ def lofi_sample_reference(
     """frames (T, H, W, 3) uint8; index (B, L, k) int64 frame numbers (temporal crop/resize);
     boxes (B, 4) float [x0, y0, x1, y1] in pixels, one spatial crop per clip; size (h, w).
 
-    Returns (B, L, k, 3, h, w) in `dtype`: bilinear with half-pixel centres, edges clamped,
-    then (x / 255 - mean) / std.
+    Returns (B, L, k, 3, h, w) in `dtype`, (x / 255 - mean) / std.
     """
     if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
         raise ValueError("frames must be (T, H, W, 3) uint8")
@@ -33,25 +43,18 @@ def lofi_sample_reference(
     b, length, k = index.shape
     out_h, out_w = int(size[0]), int(size[1])
     _, in_h, in_w, _ = frames.shape
-    x = frames[index.reshape(-1).to(frames.device)].permute(0, 3, 1, 2).float()
-    boxes = boxes.to(device=x.device, dtype=torch.float32)
-    ys = (
-        boxes[:, 1, None]
-        + (torch.arange(out_h, device=x.device) + 0.5)
-        * ((boxes[:, 3] - boxes[:, 1]) / out_h)[:, None]
-    )
-    xs = (
-        boxes[:, 0, None]
-        + (torch.arange(out_w, device=x.device) + 0.5)
-        * ((boxes[:, 2] - boxes[:, 0]) / out_w)[:, None]
-    )
-    # grid_sample (align_corners=False) maps normalised g to pixel ((g + 1) * W - 1) / 2;
-    # pixel-centre sampling positions are ys - 0.5, so g = 2 * ys / H - 1.
-    gy = (2 * ys / in_h - 1)[:, :, None].expand(b, out_h, out_w)
-    gx = (2 * xs / in_w - 1)[:, None, :].expand(b, out_h, out_w)
-    grid = torch.stack([gx, gy], dim=-1).repeat_interleave(length * k, dim=0)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    m = torch.tensor(mean, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    x = (x / 255.0 - m) / s
-    return x.to(dtype).reshape(b, length, k, 3, out_h, out_w)
+    boxes = boxes.to(device=frames.device, dtype=torch.float32)
+    y0, y1, wy = _axis(boxes[:, 1], boxes[:, 3], out_h, in_h)
+    x0, x1, wx = _axis(boxes[:, 0], boxes[:, 2], out_w, in_w)
+    m = torch.tensor(mean, device=frames.device, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, device=frames.device, dtype=torch.float32).view(3, 1, 1)
+    clips = []
+    for i in range(b):
+        x = frames[index[i].reshape(-1).to(frames.device)].float()  # (N, H, W, 3)
+        top, bot = x[:, y0[i]], x[:, y1[i]]
+        rows = top + (bot - top) * wy[i][None, :, None, None]
+        left, right = rows[:, :, x0[i]], rows[:, :, x1[i]]
+        x = left + (right - left) * wx[i][None, None, :, None]
+        x = (x.permute(0, 3, 1, 2) / 255.0 - m) / s
+        clips.append(x.to(dtype))
+    return torch.stack(clips).reshape(b, length, k, 3, out_h, out_w)
