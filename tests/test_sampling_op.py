@@ -1,9 +1,9 @@
-"""The pure-torch LoFi sampling op against independent formulations."""
+"""The pure-torch LoFi reference op against independent formulations."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from lofi.cpp_ext import lofi_sample
+from lofi.cpp_ext import lofi_sample_reference as lofi_sample
 
 
 def frames(t=6, h=9, w=13, seed=0):
