@@ -1,0 +1,22 @@
+"""`lofi-demo --small` runs the whole pipeline and writes its report."""
+
+import json
+import shutil
+import subprocess
+
+
+def test_demo_small(tmp_path):
+    exe = shutil.which("lofi-demo")
+    assert exe, "lofi-demo is not installed (pip install -e .)"
+    p = subprocess.run(
+        [exe, "--out", str(tmp_path), "--small"], capture_output=True, text=True, timeout=900
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "LoFi stream" in p.stdout and "baseline" in p.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["parity"]["ok"]
+    # streaming and whole-video inference of the same bundle give the same mAP
+    assert report["model"]["mAP"] == report["bundle_offline"]["mAP"]
+    assert (tmp_path / "bundle" / "manifest.json").is_file() and (
+        tmp_path / "timeline.png"
+    ).is_file()
