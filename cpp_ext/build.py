@@ -16,6 +16,9 @@ import torch
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = [CSRC / "lofi_sample.cpp"]
 CUDA_SOURCES = [CSRC / "cuda" / "lofi_sample.cu"]
+# no fused multiply-add: the kernels must round like the reference's separate ops
+CFLAGS = ["-O3", "-ffp-contract=off"]
+CUDA_FLAGS = ["-O3", "--fmad=false"]
 
 
 def cuda_home() -> str | None:
@@ -43,7 +46,9 @@ def _build_dir(with_cuda: bool) -> Path:
     stamp = hashlib.sha256()
     for f in SOURCES + (CUDA_SOURCES if with_cuda else []) + [CSRC / "lofi_sample.h"]:
         stamp.update(f.read_bytes())
-    stamp.update(f"{torch.__version__}|{torch.version.cuda}|{with_cuda}".encode())
+    stamp.update(
+        f"{torch.__version__}|{torch.version.cuda}|{with_cuda}|{CFLAGS}|{CUDA_FLAGS}".encode()
+    )
     root = Path(
         os.environ.get("LOFI_EXT_CACHE", Path.home() / ".cache" / "lofi-tal" / "torch_extensions")
     )
@@ -78,8 +83,8 @@ def build(verbose: bool = False, with_cuda: bool | None = None) -> None:
     cpp_extension.load(
         name="lofi_cpp_ext",
         sources=[str(s) for s in sources],
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3"] if with_cuda else None,
+        extra_cflags=CFLAGS,
+        extra_cuda_cflags=CUDA_FLAGS if with_cuda else None,
         extra_include_paths=[str(CSRC)] + (_wheel_cuda_includes() if with_cuda else []),
         build_directory=str(_build_dir(with_cuda)),
         with_cuda=with_cuda,
