@@ -1,13 +1,15 @@
 """`lofi-demo --small` runs the whole pipeline and writes its report."""
 
 import json
-import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 
 def test_demo_small(tmp_path):
-    exe = shutil.which("lofi-demo")
-    assert exe, "lofi-demo is not installed (pip install -e .)"
+    # the console script installed beside this interpreter (the venv need not be activated)
+    exe = Path(sys.executable).parent / "lofi-demo"
+    assert exe.is_file(), "lofi-demo is not installed (pip install -e .)"
     p = subprocess.run(
         [exe, "--out", str(tmp_path), "--small"], capture_output=True, text=True, timeout=900
     )
