@@ -21,16 +21,29 @@ def export_bundle(
     """Write the bundle; returns it with the parity report (caller decides on failure)."""
     ckpt = load_checkpoint(checkpoint)
     encoder, head = models_from_checkpoint(ckpt, checkpoint)
-    cfg = ckpt["config"]
-    d, m = cfg["data"], cfg["model"]
-    if d["mode"] != "window":
+    if ckpt["config"]["data"]["mode"] != "window":
         raise LofiError("the streaming runtime needs a model trained with data.mode=window")
     h, w = _input_size(ckpt)
-    if out.exists() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file():
-            raise LofiError(f"{out} exists and is not a bundle; refusing to overwrite it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise LofiError(f"{out} exists and is not a bundle; refusing to overwrite it")
+    final, out = out, out.with_name(out.name + ".partial")  # a failed export leaves no half bundle
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    try:
+        parity = _write(ckpt, encoder, head, out, h, w, fp16, trt, encoder_batch)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(final, ignore_errors=True)
+    out.rename(final)
+    return final, parity
+
+
+def _write(
+    ckpt: dict, encoder, head, out: Path, h: int, w: int, fp16: bool, trt: bool, encoder_batch: int
+) -> dict:
+    cfg = ckpt["config"]
+    d, m = cfg["data"], cfg["model"]
     precision = "fp16" if fp16 else "fp32"
     export_encoder(encoder, d["mean"], d["std"], d["k"], h, w, out / ENCODER_FILE, fp16)
     export_head(head, encoder.out_dim, out / HEAD_FILE, fp16)
@@ -89,7 +102,7 @@ def export_bundle(
         engines=engines,
     )
     write_manifest(out, manifest)
-    return out, parity
+    return parity
 
 
 def _input_size(ckpt: dict) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def export_encoder(
     path: Path,
     fp16: bool = False,
 ) -> None:
-    model: nn.Module = ExportableEncoder(encoder, mean, std).eval()
+    model: nn.Module = ExportableEncoder(copy.deepcopy(encoder), mean, std).eval()
     if fp16:
         model = HalfEncoder(model).eval()
     example = torch.randint(0, 256, (2, k, height, width, 3), dtype=torch.uint8)
@@ -93,7 +94,7 @@ def export_encoder(
 
 
 def export_head(head: PyramidHead, in_dim: int, path: Path, fp16: bool = False) -> list[str]:
-    model: nn.Module = ExportableHead(head).eval()
+    model: nn.Module = ExportableHead(copy.deepcopy(head)).eval()
     if fp16:
         model = Half(model, cast_input=True).eval()
     top = max(head.strides)

@@ -65,3 +65,18 @@ def test_modified_or_missing_bundle_file(tmp_path, tiny_bundle):
     (copy / "head.onnx").unlink()
     with pytest.raises(LofiError, match="missing"):
         BundleModels(copy)
+
+
+def test_fp16_bundle(tmp_path, random_checkpoint):
+    from lofi.export.bundle_writer import export_bundle
+
+    folder, parity = export_bundle(random_checkpoint, tmp_path / "b16", fp16=True)
+    assert parity["ok"] and parity["precision"] == "fp16"
+    assert not (tmp_path / "b16.partial").exists()
+    models = BundleModels(folder)
+    assert models.manifest.precision == "fp16"
+    frames = np.random.default_rng(0).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    offline, _ = localize_offline(models, frames, "v")
+    assert [s.label for s in stream_frames(models, frames, "v").results()] == [
+        s.label for s in offline
+    ]
