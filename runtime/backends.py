@@ -43,13 +43,23 @@ class OrtBackend:
         return self.session.run(self.outputs, {self.input: x})
 
 
+def _cudart():
+    """cuda-python's runtime module (cuda.bindings.runtime since 12.6, cuda.cudart before)."""
+    try:
+        from cuda.bindings import runtime
+    except ImportError:
+        from cuda import cudart as runtime
+    return runtime
+
+
 class TrtBackend:
     """A serialized TensorRT engine (TensorRT 10/11 tensor API) run with cuda-python."""
 
     def __init__(self, plan: Path) -> None:
         try:
             import tensorrt as trt
-            from cuda.bindings import runtime as cudart
+
+            cudart = _cudart()
         except ImportError:
             raise LofiError(
                 "--device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
@@ -100,7 +110,7 @@ class TrtBackend:
             out = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
             self._buffer(name, max(out.nbytes, 1))
             outs.append(out)
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise LofiError("TensorRT execution failed")
         for name, out in zip(self.outputs, outs):
             self._check(
@@ -119,7 +129,7 @@ class TrtBackend:
 def gpu_compute_capability() -> str | None:
     """'major.minor' of GPU 0 via cuda-python, or None without one."""
     try:
-        from cuda.bindings import runtime as cudart
+        cudart = _cudart()
     except ImportError:
         return None
     err, props = cudart.cudaGetDeviceProperties(0)

@@ -80,3 +80,19 @@ def test_fp16_bundle(tmp_path, random_checkpoint):
     assert [s.label for s in stream_frames(models, frames, "v").results()] == [
         s.label for s in offline
     ]
+
+
+def test_tensorrt_paths_fail_clearly_without_engines_or_tensorrt(
+    tmp_path, tiny_bundle, random_checkpoint
+):
+    with pytest.raises(LofiError, match="no TensorRT engine"):
+        BundleModels(tiny_bundle, device="trt")
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        from lofi.export.bundle_writer import export_bundle
+
+        with pytest.raises(LofiError, match="TensorRT"):
+            export_bundle(random_checkpoint, tmp_path / "trt", trt=True)
+        assert not (tmp_path / "trt").exists() and not (tmp_path / "trt.partial").exists()
