@@ -150,7 +150,8 @@ class StreamLocalizer:
             if self.record:
                 for level, pair in enumerate(kept):
                     self.recorded[level].append(pair)
-            if ended:
+            # windows left after the stream ended still come one by one: only the last may close all
+            if ended and b >= total:
                 safe, duration = float("inf"), self.n_frames / m.grid.fps
             else:
                 safe, duration = float(m.grid.time(b - m.max_reach)), None

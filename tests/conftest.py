@@ -56,8 +56,9 @@ def random_checkpoint(tmp_path_factory) -> Path:
     cfg["postprocess"]["score_threshold"] = 0.3
     enc = build_encoder(cfg)
     head = build_head(cfg, enc.out_dim, 4)
-    with torch.no_grad():  # a random head fires everywhere; spread its logits so NMS has work
-        head.cls_out.bias.fill_(0.0)
+    with torch.no_grad():  # a random head fires everywhere; spread its logits so NMS has work,
+        head.cls_out.bias.fill_(0.0)  # and reach far so segments overlap across head windows
+        head.reg_out.bias.fill_(2.0)
     path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
     save_checkpoint(
         path,
