@@ -36,7 +36,8 @@ def compare(op, frames, index, boxes, size, dtype, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("size", [(7, 9), (31, 29), (64, 40), (1, 1)])
+# widths 40, 30, 29 take the CUDA kernel's 16-, 8- and 4-byte and scalar stores
+@pytest.mark.parametrize("size", [(7, 9), (31, 29), (64, 40), (12, 30), (1, 1)])
 def test_matches_reference(op, device, dtype, size):
     frames, index = case(11, 33, 47, 3, 5, 2)
     boxes = torch.tensor(
@@ -60,6 +61,13 @@ def test_edge_cases(op, device):
     compare(
         op, wide, idx, torch.tensor([[0.0, 0.0, 30.0, 20.0]] * 2), (13, 17), torch.float32, device
     )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_more_output_frames_than_one_grid_axis(op, device):
+    # 70,000 output frames: more than CUDA's 65,535 blocks along the frame axis
+    frames, index = case(3, 4, 4, 1, 70_000, 1)
+    compare(op, frames, index, torch.tensor([[0.0, 0.0, 4.0, 4.0]]), (2, 2), torch.float32, device)
 
 
 def test_bad_input_raises(op):

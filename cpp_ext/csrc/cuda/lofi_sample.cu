@@ -1,6 +1,8 @@
-// CUDA LoFi sampling: one launch per call on the current stream. Each thread writes two adjacent
-// output pixels of one row for all three channels (paired stores along x, coalesced across the
-// warp); reads are 2x2 uint8 RGB neighbourhoods that stay in L1/L2 across neighbouring threads.
+// CUDA LoFi sampling: one launch per call on the current stream. A thread computes V adjacent
+// output pixels of one row for all three channels and writes each channel's V values with one
+// aligned vector store (16 bytes where the width allows); consecutive threads take consecutive
+// column groups, so a warp's stores are contiguous. Reads are 2x2 uint8 RGB neighbourhoods that
+// neighbouring threads share through L1/L2.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -25,7 +27,6 @@ __device__ __forceinline__ void coord(float lo, float hi, int o, int out, int in
   w = s - static_cast<float>(i0);
 }
 
-template <typename scalar_t>
 __device__ __forceinline__ float texel(const uint8_t* __restrict__ top, const uint8_t* __restrict__ bot, int x0,
                                        int x1, float wy, float wx, int c) {
   const float a0 = top[x0 * 3 + c], b0 = bot[x0 * 3 + c];
@@ -35,37 +36,68 @@ __device__ __forceinline__ float texel(const uint8_t* __restrict__ top, const ui
   return l + (r - l) * wx;
 }
 
-template <typename scalar_t>
+// V values written as one vector store: the struct's alignment makes nvcc emit st.global.v2/v4.
+template <typename scalar_t, int V>
+struct alignas(sizeof(scalar_t) * V) Pack {
+  scalar_t v[V];
+};
+
+template <typename scalar_t, int V>
 __global__ void sample_kernel(const uint8_t* __restrict__ frames, const int64_t* __restrict__ index,
                               const float* __restrict__ boxes, scalar_t* __restrict__ out, int64_t n_frames, int H,
-                              int W, int N, int oh, int ow, Norm norm) {
-  const int xp = (blockIdx.x * blockDim.x + threadIdx.x) * 2;  // first of two output columns
-  const int y = blockIdx.y;
-  const int64_t bn = blockIdx.z;  // clip * N + frame-in-clip
-  if (xp >= ow) return;
-  const int b = static_cast<int>(bn / N);
-  const float* box = boxes + 4 * b;
-  const int64_t f = index[bn];
-  CUDA_KERNEL_ASSERT(f >= 0 && f < n_frames);
-  int y0, y1;
-  float wy;
-  coord(box[1], box[3], y, oh, H, y0, y1, wy);
-  const uint8_t* top = frames + (f * H + y0) * static_cast<int64_t>(W) * 3;
-  const uint8_t* bot = frames + (f * H + y1) * static_cast<int64_t>(W) * 3;
+                              int W, int N, int64_t frames_out, int oh, int ow, Norm norm) {
+  const int groups = ow / V;  // the launcher picks V dividing ow
+  const int p = blockIdx.x * blockDim.x + threadIdx.x;
+  if (p >= oh * groups) return;
+  const int y = p / groups;
+  const int x = (p - y * groups) * V;
   const int64_t plane = static_cast<int64_t>(oh) * ow;
-  scalar_t* o = out + bn * 3 * plane + static_cast<int64_t>(y) * ow + xp;
-  const bool pair = xp + 1 < ow;
-  int xa0, xa1, xb0 = 0, xb1 = 0;
-  float wxa, wxb = 0.f;
-  coord(box[0], box[2], xp, ow, W, xa0, xa1, wxa);
-  if (pair) coord(box[0], box[2], xp + 1, ow, W, xb0, xb1, wxb);
+  for (int64_t bn = blockIdx.y; bn < frames_out; bn += gridDim.y) {  // clip * N + frame-in-clip
+    const float* box = boxes + 4 * (bn / N);
+    const int64_t f = index[bn];
+    CUDA_KERNEL_ASSERT(f >= 0 && f < n_frames);
+    int y0, y1;
+    float wy;
+    coord(box[1], box[3], y, oh, H, y0, y1, wy);
+    const uint8_t* top = frames + (f * H + y0) * static_cast<int64_t>(W) * 3;
+    const uint8_t* bot = frames + (f * H + y1) * static_cast<int64_t>(W) * 3;
+    int x0[V], x1[V];
+    float wx[V];
 #pragma unroll
-  for (int c = 0; c < 3; ++c) {
-    scalar_t* oc = o + c * plane;
-    oc[0] = static_cast<scalar_t>(texel<scalar_t>(top, bot, xa0, xa1, wy, wxa, c) * norm.scale[c] - norm.shift[c]);
-    if (pair)
-      oc[1] = static_cast<scalar_t>(texel<scalar_t>(top, bot, xb0, xb1, wy, wxb, c) * norm.scale[c] - norm.shift[c]);
+    for (int i = 0; i < V; ++i) coord(box[0], box[2], x + i, ow, W, x0[i], x1[i], wx[i]);
+    scalar_t* o = out + bn * 3 * plane + static_cast<int64_t>(y) * ow + x;
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      Pack<scalar_t, V> pack;
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        pack.v[i] = static_cast<scalar_t>(texel(top, bot, x0[i], x1[i], wy, wx[i], c) * norm.scale[c] - norm.shift[c]);
+      *reinterpret_cast<Pack<scalar_t, V>*>(o + c * plane) = pack;
+    }
   }
+}
+
+// Widest vector (at most 16 bytes) whose width divides the row, so every row starts aligned.
+template <typename scalar_t>
+int vector_width(int64_t ow) {
+  for (int v = 16 / static_cast<int>(sizeof(scalar_t)); v > 1; v /= 2)
+    if (ow % v == 0) return v;
+  return 1;
+}
+
+template <typename scalar_t, int V>
+void launch(const at::Tensor& frames, const at::Tensor& index, const at::Tensor& boxes, at::Tensor& out,
+            const Norm& norm) {
+  const int64_t B = index.size(0), N = index.size(1) * index.size(2);
+  const int64_t frames_out = B * N, oh = out.size(4), ow = out.size(5);
+  const int threads = 256;
+  const int64_t work = oh * (ow / V);
+  TORCH_CHECK(work < (int64_t{1} << 31), "lofi::sample: output frame too large");
+  const dim3 grid(static_cast<unsigned>((work + threads - 1) / threads),
+                  static_cast<unsigned>(std::min<int64_t>(frames_out, 65535)));
+  sample_kernel<scalar_t, V><<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      frames.data_ptr<uint8_t>(), index.data_ptr<int64_t>(), boxes.data_ptr<float>(), out.data_ptr<scalar_t>(),
+      frames.size(0), frames.size(1), frames.size(2), N, frames_out, oh, ow, norm);
 }
 
 at::Tensor sample_cuda(const at::Tensor& frames_in, const at::Tensor& index_in, const at::Tensor& boxes_in,
@@ -85,16 +117,13 @@ at::Tensor sample_cuda(const at::Tensor& frames_in, const at::Tensor& index_in, 
     norm.scale[c] = static_cast<float>(1.0 / (255.0 * std[c]));
     norm.shift[c] = static_cast<float>(mean[c] / std[c]);
   }
-  const int threads = 128;
-  const int64_t pairs = (out_w + 1) / 2;
-  const int64_t frames_out = B * L * K;
-  TORCH_CHECK(frames_out <= 65535 && out_h <= 65535, "lofi::sample: grid too large; split the call");
-  const dim3 grid((pairs + threads - 1) / threads, out_h, frames_out);
-  auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lofi_sample_cuda", [&] {
-    sample_kernel<scalar_t><<<grid, threads, 0, stream>>>(
-        frames.data_ptr<uint8_t>(), index.data_ptr<int64_t>(), boxes.data_ptr<float>(), out.data_ptr<scalar_t>(),
-        frames.size(0), frames.size(1), frames.size(2), L * K, out_h, out_w, norm);
+    switch (vector_width<scalar_t>(out_w)) {
+      case 8: launch<scalar_t, 8>(frames, index, boxes, out, norm); break;
+      case 4: launch<scalar_t, 4>(frames, index, boxes, out, norm); break;
+      case 2: launch<scalar_t, 2>(frames, index, boxes, out, norm); break;
+      default: launch<scalar_t, 1>(frames, index, boxes, out, norm);
+    }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
