@@ -237,7 +237,9 @@ def plan_untrimmed(
 
 
 def write_mp4(path: Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> None:
-    """H.264 (yuv420p), single-threaded so the bytes are the same on every run."""
+    """Lossless H.264 (yuv420p, qp 0). libx264's lossy decisions here changed with the process's
+    memory layout (same frames, same settings, different pictures now and then); lossless makes
+    the decoded frames exactly the converted input, so the same seed decodes to the same frames."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(
@@ -246,9 +248,8 @@ def write_mp4(path: Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> 
         stream.height, stream.width = frames[0].shape[:2]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
-        stream.options = {"crf": "12", "preset": "veryfast", "g": str(int(4 * fps))}
+        stream.options = {"qp": "0", "preset": "veryfast", "g": str(int(4 * fps))}
         for i, img in enumerate(frames):
-            # explicit conversion and pts: left to the encoder, identical frames gave different bytes
             frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
             frame.pts = i
             for packet in stream.encode(frame):
