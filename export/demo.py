@@ -94,7 +94,8 @@ def main(out, config_path, seed, overrides, small) -> None:
         f"lofi.init={runs / 'pretrain' / 'checkpoint.pt'}",
         f"head.init={runs / 'lofi' / 'checkpoint.pt'}",
     ]
-    quick = ["pretrain.epochs=1", "lofi.epochs=1", "head.epochs=2"] if small else []
+    # enough head epochs for detections to pass the score threshold, so stream vs offline is tested
+    quick = ["pretrain.epochs=1", "lofi.epochs=1", "head.epochs=30"] if small else []
     cfg = load_config(config_path or CONFIG, paths + chain + quick + list(overrides))
     for stage in ("pretrain", "lofi", "head"):
         _step(f"training stage '{stage}'", t0)

@@ -34,7 +34,8 @@ class VideoInfo:
 
 @dataclass
 class GroundTruth:
-    """Parsed annotation file: videos by id and the label list in first-seen order."""
+    """Parsed annotation file: videos by id and the file's label list in first-seen order (a
+    subset keeps the whole list: a class may have no instance in one subset)."""
 
     videos: dict[str, VideoInfo]
     labels: list[str]
@@ -45,12 +46,7 @@ class GroundTruth:
         videos = {v: info for v, info in self.videos.items() if info.subset == name}
         if not videos:
             raise LofiError(f"no videos in subset '{name}'")
-        labels = [
-            lab
-            for lab in self.labels
-            if any(s.label == lab for i in videos.values() for s in i.segments)
-        ]
-        return GroundTruth(videos, labels)
+        return GroundTruth(videos, self.labels)
 
     def segments(self) -> list[Segment]:
         return [s for info in self.videos.values() for s in info.segments]

@@ -114,14 +114,13 @@ class MapReport:
         return f"{pad}mAP@ {head}     avg\n{name}     {vals}  {100 * self.average_mAP:6.2f}"
 
 
-def evaluate(
-    gt: GroundTruth, predictions: list[Segment], tious: list[float], strict_labels: bool = True
-) -> MapReport:
-    """mAP over the classes of the ground truth; predictions on videos outside it count as false
-    positives (as in the official code), unknown labels are an error when `strict_labels`."""
-    labels = list(gt.labels)
-    unknown = sorted({p.label for p in predictions} - set(labels))
-    if unknown and strict_labels:
+def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) -> MapReport:
+    """mAP over the classes with ground truth in `gt`, as the official code computes it.
+    Predictions on videos outside it count as false positives; predictions of a known class with
+    no instance here have no AP to count in; a label the annotation file does not know is an error.
+    """
+    unknown = sorted({p.label for p in predictions} - set(gt.labels))
+    if unknown:
         raise LofiError(f"predicted label(s) unknown to the ground truth: {', '.join(unknown)}")
     gts_by: dict[str, list[Segment]] = defaultdict(list)
     for s in gt.segments():
@@ -129,7 +128,11 @@ def evaluate(
     preds_by: dict[str, list[Segment]] = defaultdict(list)
     for p in predictions:
         preds_by[p.label].append(p)
-    per_class = {lab: average_precision(gts_by[lab], preds_by[lab], tious) for lab in labels}
+    per_class = {
+        lab: average_precision(gts_by[lab], preds_by[lab], tious)
+        for lab in gt.labels
+        if gts_by[lab]
+    }
     if per_class:
         mean = np.mean(np.stack(list(per_class.values())), axis=0)
     else:

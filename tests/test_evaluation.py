@@ -94,6 +94,19 @@ def test_unknown_label_is_an_error():
         evaluate(gt, [Segment("v", "zzz", 10, 20, 0.9)], [0.5])
 
 
+def test_class_absent_from_the_subset_is_not_scored():
+    # "b" is in the annotation file (training) but has no validation instance: predicting it is
+    # not an error, and mAP averages over the validation classes only
+    videos = {
+        "t": VideoInfo("training", 100.0, [Segment("t", "b", 0, 10)]),
+        "v": VideoInfo("validation", 100.0, [Segment("v", "a", 10, 20)]),
+    }
+    val = GroundTruth(videos, ["a", "b"]).subset("validation")
+    assert val.labels == ["a", "b"]
+    r = evaluate(val, [Segment("v", "a", 10, 20, 0.9), Segment("v", "b", 10, 20, 0.95)], [0.5])
+    assert r.per_class == {"a": [1.0]} and r.mAP == [1.0]
+
+
 def test_tiou_presets_and_lists():
     assert parse_tiou("anet")[0] == 0.5 and len(parse_tiou("anet")) == 10
     assert parse_tiou("thumos") == [0.3, 0.4, 0.5, 0.6, 0.7]
