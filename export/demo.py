@@ -56,6 +56,7 @@ def main(out, config_path, seed, overrides, small) -> None:
     from lofi.export.bundle_writer import export_bundle
     from lofi.trainer.config import load_config
     from lofi.trainer.data import prepare_cache
+    from lofi.trainer.progress import progress
     from lofi.trainer.stages import RUNNERS
     from lofi.trainer.synth import SynthConfig, generate
 
@@ -74,14 +75,18 @@ def main(out, config_path, seed, overrides, small) -> None:
         )
     if not (syn / "annotations.json").is_file():
         _step("rendering Synth-TAL", t0)
-        generate(syn, sc)
+        with progress("synth") as update:
+            generate(syn, sc, update)
         _step("decoding to the frame cache", t0)
-        prepare_cache(
-            syn / "annotations.json", syn / "videos", syn / "cache", sc.fps, (sc.height, sc.width)
-        )
-        prepare_cache(
-            syn / "clips.json", syn / "clips", syn / "clip_cache", sc.fps, (sc.height, sc.width)
-        )
+        size = (sc.height, sc.width)
+        with progress("decode videos") as update:
+            prepare_cache(
+                syn / "annotations.json", syn / "videos", syn / "cache", sc.fps, size, update
+            )
+        with progress("decode clips") as update:
+            prepare_cache(
+                syn / "clips.json", syn / "clips", syn / "clip_cache", sc.fps, size, update
+            )
     paths = [
         f"data.annotations={syn / 'annotations.json'}",
         f"data.cache={syn / 'cache'}",

@@ -8,19 +8,8 @@ import click
 from lofi.runtime.errors import cli_errors
 from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
+from lofi.trainer.progress import progress
 from lofi.trainer.synth import SynthConfig, generate
-from tqdm import tqdm
-
-
-def _bar(desc: str):
-    bar = tqdm(desc=desc, leave=False)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return update, bar
 
 
 @click.group()
@@ -71,9 +60,8 @@ def synth_cmd(
         seed=seed,
         difficulty=difficulty,
     )
-    update, bar = _bar("synth")
-    paths = generate(Path(out), cfg, update)
-    bar.close()
+    with progress("synth") as update:
+        paths = generate(Path(out), cfg, update)
     click.echo(f"wrote {paths['annotations']} and {paths['clips_json']}")
 
 
@@ -99,9 +87,8 @@ def _pair(text: str, sep: str, name: str, kind=int):
 def prepare_cmd(annotations, video_root, out, fps, size) -> None:
     """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT."""
     h, w = _pair(size, "x", "--size")
-    update, bar = _bar("decode")
-    prepare_cache(Path(annotations), Path(video_root), Path(out), fps, (h, w), update)
-    bar.close()
+    with progress("decode") as update:
+        prepare_cache(Path(annotations), Path(video_root), Path(out), fps, (h, w), update)
     click.echo(f"frame cache written to {out}")
 
 
