@@ -32,9 +32,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def build_encoder(cfg: dict) -> SnippetEncoder:
+def build_encoder(cfg: dict, pretrained: bool = True) -> SnippetEncoder:
+    """`pretrained=False` skips `model.weights`: a checkpoint's own weights replace them anyway,
+    and the file need not exist where the checkpoint is exported."""
     m = cfg["model"]
-    return SnippetEncoder(m["backbone"], cfg["data"]["k"], m["width"], m["weights"])
+    weights = m["weights"] if pretrained else None
+    return SnippetEncoder(m["backbone"], cfg["data"]["k"], m["width"], weights)
 
 
 def build_head(cfg: dict, in_dim: int, num_classes: int) -> PyramidHead:
@@ -61,7 +64,7 @@ def models_from_checkpoint(ckpt: dict, path: str | Path) -> tuple[SnippetEncoder
         )
     cfg = ckpt["config"]
     try:
-        encoder = build_encoder(cfg)
+        encoder = build_encoder(cfg, pretrained=False)
         head = build_head(cfg, encoder.out_dim, len(ckpt["labels"]))
     except (KeyError, TypeError):
         raise LofiError(f"{path}: checkpoint config is incomplete") from None

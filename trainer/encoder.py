@@ -66,6 +66,29 @@ class ShiftWrap(nn.Module):
         return self.conv(temporal_shift(x, self.frames))
 
 
+def _load_backbone_weights(net: nn.Module, path: Path, arch: str) -> None:
+    """Local torchvision-layout weights (ImageNet, or Kinetics TSM saved from DataParallel); the
+    classifier may differ, every other tensor must fit, so a wrong file is not half-loaded."""
+    if not path.is_file():
+        raise LofiError(f"pretrained weights not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a state dict
+        raise LofiError(f"cannot read pretrained weights {path}: {type(exc).__name__}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else {}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError:
+        raise LofiError(f"{path}: tensor shapes do not fit {arch}") from None
+    stray = [k for k in result.missing_keys + result.unexpected_keys if not k.startswith("fc.")]
+    if stray:
+        raise LofiError(
+            f"{path} does not fit {arch}: {len(stray)} tensors missing or unexpected "
+            f"(first: {stray[0]})"
+        )
+
+
 class ResNetTSM(nn.Module):
     """torchvision resnet18/34/50 with a temporal shift before each residual block's first conv."""
 
@@ -73,11 +96,7 @@ class ResNetTSM(nn.Module):
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
         if weights:
-            path = Path(weights)
-            if not path.is_file():
-                raise LofiError(f"pretrained weights not found: {path}")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state.get("state_dict", state), strict=False)
+            _load_backbone_weights(net, Path(weights), arch)
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
                 block.conv1 = ShiftWrap(block.conv1, frames)

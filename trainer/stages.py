@@ -340,7 +340,7 @@ def lofi(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = No
         s["schedule"], s["s_ratio"], s["t_ratio"], tuple(s["st_ratio"]), s["short_every"]
     )
     torch.manual_seed(cfg["seed"])
-    encoder = build_encoder(cfg).to(dev)
+    encoder = build_encoder(cfg, pretrained=not s["init"]).to(dev)
     _init_encoder(encoder, s["init"])
     head = build_head(cfg, encoder.out_dim, len(labels)).to(dev)
     opt = _optimizer(
@@ -489,7 +489,7 @@ def head_stage(cfg: dict, run_dir: Path, resume: bool = False, device: str | Non
     if not s["init"]:
         raise LofiError("head stage needs head.init: a pretrain or lofi checkpoint for the encoder")
     init = load_checkpoint(s["init"])
-    encoder = build_encoder(cfg).to(dev)
+    encoder = build_encoder(cfg, pretrained=False).to(dev)
     load_state(encoder, init["encoder"], "encoder", s["init"])
     torch.manual_seed(cfg["seed"])
     head = build_head(cfg, encoder.out_dim, len(labels)).to(dev)
