@@ -49,6 +49,24 @@ def test_t_lofi_windows_cover_the_same_span(caches):
     assert frames.dtype == torch.uint8 and index.shape == (2, lofi[0].length, cfg["data"]["k"])
 
 
+def test_t_lofi_resize_uses_fewer_snippets_over_the_whole_video(caches):
+    from lofi.runtime.annotations import load_ground_truth
+    from lofi.trainer.stages import _spec
+
+    cfg = tiny_config()
+    cfg["data"].update(mode="resize", window=32)
+    gt = load_ground_truth(caches / "annotations.json").subset("training")
+    cache = FrameCache(caches / "cache")
+    full = video_windows(gt, cache, _spec(cfg), 1, gt.labels)
+    lofi = video_windows(gt, cache, _spec(cfg), 4, gt.labels)
+    assert len(full) == len(lofi) == len(gt.videos)  # one sample per video
+    for f, t in zip(full, lofi):
+        assert (f.length, t.length) == (32, 8)
+        for w in (f, t):  # first snippet starts at frame 0, last one ends at the last frame
+            idx = w.frame_index()
+            assert idx[0, 0] == 0 and idx[-1, -1] >= w.n_frames - cfg["data"]["frame_stride"]
+
+
 def test_all_stages_resume_and_export(caches, tmp_path):
     from lofi.export.bundle_writer import export_bundle
 
@@ -78,3 +96,26 @@ def test_all_stages_resume_and_export(caches, tmp_path):
     assert (tmp_path / "head" / "curves.png").is_file()
     _, parity = export_bundle(head, tmp_path / "bundle")
     assert parity["ok"]
+
+
+def test_resize_mode_trains_and_is_refused_by_the_streaming_export(caches, tmp_path):
+    # the ActivityNet protocol: `window` snippets spread over each whole video, T-LoFi uses fewer
+    from lofi.export.bundle_writer import export_bundle
+    from lofi.runtime.errors import LofiError
+
+    d = caches
+    cfg = tiny_config()
+    cfg["data"].update(
+        annotations=str(d / "annotations.json"), cache=str(d / "cache"), mode="resize", window=32
+    )
+    cfg["lofi"].update(epochs=3, batch_size=2, schedule="long_cycle")
+    lofi = RUNNERS["lofi"](cfg, tmp_path / "lofi")
+    import json
+
+    metrics = json.loads((tmp_path / "lofi" / "metrics.json").read_text())
+    assert [e["fidelity"] for e in metrics["epochs"]] == ["S", "T", "ST"]
+    cfg["head"].update(init=str(lofi), epochs=2)
+    head = RUNNERS["head"](cfg, tmp_path / "head")
+    assert len(json.loads((tmp_path / "head" / "metrics.json").read_text())["validation"]["mAP"])
+    with pytest.raises(LofiError, match="data.mode=window"):
+        export_bundle(head, tmp_path / "bundle")
