@@ -169,6 +169,11 @@ class StreamLocalizer:
             if self.on_event:
                 self.on_event(s, now)
         self.emitted += segs
+        cap = self.m.post.max_segments
+        if (
+            len(self.emitted) > 2 * cap
+        ):  # only the top `cap` can reach the results: memory stays flat
+            self.emitted = self._ranked()[:cap]
         return segs
 
     def push(self, frame: np.ndarray) -> list[Segment]:
@@ -183,12 +188,13 @@ class StreamLocalizer:
         self._encode_ready(ended=True)
         return self._run_heads(ended=True)
 
+    def _ranked(self) -> list[Segment]:
+        labels = self.m.labels
+        return sorted(self.emitted, key=lambda s: (-s.score, s.start, s.end, labels.index(s.label)))
+
     def results(self) -> list[Segment]:
         """The per-video top `max_segments`, exactly what offline inference keeps."""
-        ranked = sorted(
-            self.emitted, key=lambda s: (-s.score, s.start, s.end, self.m.labels.index(s.label))
-        )
-        return ranked[: self.m.post.max_segments]
+        return self._ranked()[: self.m.post.max_segments]
 
     def recorded_outputs(self) -> LevelOutputs:
         return [

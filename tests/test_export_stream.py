@@ -43,6 +43,21 @@ def test_streaming_equals_offline(tiny_bundle, n_frames):
         assert len(loc.feats) < 100 and len(loc.frames) < 40  # bounded buffers
 
 
+def test_kept_events_stay_bounded_and_results_equal_offline(tiny_bundle):
+    # a long stream with a per-video cap of 3: the localizer keeps at most 2 x 3 events for the
+    # results file, and its top 3 are still exactly offline's
+    from dataclasses import replace
+
+    models = BundleModels(tiny_bundle)
+    models.manifest = replace(models.manifest, post=replace(models.manifest.post, max_segments=3))
+    frames = np.random.default_rng(7).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8)
+    offline, _ = localize_offline(models, frames, "v")
+    events = []
+    loc = stream_frames(models, iter(frames), "v", on_event=lambda s, now: events.append(s))
+    assert len(events) > 6 and len(loc.emitted) <= 6
+    assert loc.results() == offline
+
+
 def test_streaming_a_real_video_file(tiny_bundle, tiny_synth):
     models = BundleModels(tiny_bundle)
     m = models.manifest
