@@ -39,8 +39,6 @@ from lofi.trainer.losses import assign, detection_loss
 from lofi.trainer.plots import plot_curves
 from tqdm import tqdm
 
-STAGES = ("pretrain", "lofi", "head")
-
 
 class Run:
     """A run folder: checkpoint.pt, metrics.json, train.log, TensorBoard events, curves.png."""
