@@ -169,10 +169,9 @@ class StreamLocalizer:
             if self.on_event:
                 self.on_event(s, now)
         self.emitted += segs
+        # only the top `cap` can reach the results file: memory stays flat on an endless stream
         cap = self.m.post.max_segments
-        if (
-            len(self.emitted) > 2 * cap
-        ):  # only the top `cap` can reach the results: memory stays flat
+        if len(self.emitted) > 2 * cap:
             self.emitted = self._ranked()[:cap]
         return segs
 
