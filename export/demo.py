@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from importlib.resources import files
 from pathlib import Path
 
 import click
@@ -21,7 +22,7 @@ from lofi.runtime.models import BundleModels
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+CONFIG = Path(str(files("lofi.configs") / "demo.yaml"))
 
 
 def whole_video_baseline(gt) -> list[Segment]:
