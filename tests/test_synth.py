@@ -74,3 +74,21 @@ def test_annotations_are_valid_and_classes_come_in_direction_pairs(tiny_synth):
             assert 0 <= s.start < s.end <= info.duration + 1e-6
     clips = load_ground_truth(tiny_synth / "clips.json")
     assert not set(clips.labels) & set(gt.labels)
+
+
+def test_videos_are_lossless_so_decoding_cannot_vary(tmp_path):
+    # libx264's lossy output varied with memory layout between runs; lossless it cannot: the
+    # decoded YUV planes are exactly the converted input frames
+    import av
+    from lofi.trainer.synth import CLIP_MOTIONS, render_clip, write_mp4
+
+    frames = render_clip(TINY, 0, CLIP_MOTIONS[0])
+    write_mp4(tmp_path / "c.mp4", frames, TINY.fps)
+    with av.open(str(tmp_path / "c.mp4")) as c:
+        decoded = [f.to_ndarray(format="yuv420p") for f in c.decode(video=0)]
+    sent = [
+        av.VideoFrame.from_ndarray(img, format="rgb24").to_ndarray(format="yuv420p")
+        for img in frames
+    ]
+    assert len(decoded) == len(sent) == len(frames)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, sent))
