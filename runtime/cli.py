@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import resource
+import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -27,15 +30,45 @@ def _video_id(source: str) -> str:
     return Path(source).stem if "://" not in source else source.rstrip("/").rsplit("/", 1)[-1]
 
 
+@contextmanager
+def graceful_stop() -> Iterator[Callable[[], bool]]:
+    """The first SIGINT/SIGTERM asks the stream to end as if the video had ended there, so a live
+    stream stopped by Ctrl-C or a service manager still flushes its events and writes its files;
+    a second one aborts."""
+    requested: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        print("stopping: finishing the current video (again to abort)", file=sys.stderr)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
 def stream_sources(
-    models: BundleModels, sources: list[str], quiet: bool = False, out=sys.stdout
+    models: BundleModels,
+    sources: list[str],
+    quiet: bool = False,
+    out=sys.stdout,
+    stop: Callable[[], bool] = lambda: False,
 ) -> tuple[dict[str, list[Segment]], dict]:
-    """Stream each source in turn, printing events as they become final."""
+    """Stream each source in turn, printing events as they become final. When `stop()` turns
+    true the current source ends there (its pending events are flushed) and no other starts."""
     m = models.manifest
     results: dict[str, list[Segment]] = {}
     stats = {"videos": 0, "frames": 0, "video_seconds": 0.0, "wall_seconds": 0.0, "events": 0}
+    stats["stopped_early"] = False  # a stop() request ended the run before the sources did
     t0 = time.perf_counter()
     for source in sources:
+        if stop():
+            stats["stopped_early"] = True
+            break
         vid = _video_id(source)
 
         def on_event(seg: Segment, now: float) -> None:
@@ -47,6 +80,9 @@ def stream_sources(
         loc = StreamLocalizer(models, vid, on_event=on_event)
         for frame in reader:
             loc.push(frame)
+            if stop():
+                stats["stopped_early"] = True
+                break
         loc.finish()
         results[vid] = loc.results()
         stats["videos"] += 1
@@ -78,7 +114,8 @@ def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet
     Prints one JSON line per action as soon as it is final.
     """
     models = BundleModels(bundle, device, threads)
-    results, stats = stream_sources(models, list(sources), quiet)
+    with graceful_stop() as stop:
+        results, stats = stream_sources(models, list(sources), quiet, stop=stop)
     if results_path:
         write_json(
             results_path,
@@ -88,9 +125,12 @@ def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet
         write_json(stats_path, stats)
     print(
         f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
-        f"{stats['realtime_factor']}x real time, {stats['events']} events",
+        f"{stats['realtime_factor']}x real time, {stats['events']} events"
+        + (" (stopped early)" if stats["stopped_early"] else ""),
         file=sys.stderr,
     )
+    if stats["stopped_early"]:
+        sys.exit(130)
 
 
 @click.command()

@@ -11,7 +11,8 @@ class LofiError(Exception):
 
 
 def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LofiError (and missing files) into a one-line message and exit status 1."""
+    """Turn LofiError (and missing files) into a one-line message and exit status 1, and Ctrl-C
+    into one line and status 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -23,5 +24,8 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
             sys.exit(1)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
 
     return wrapper

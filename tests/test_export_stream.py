@@ -58,6 +58,39 @@ def test_kept_events_stay_bounded_and_results_equal_offline(tiny_bundle):
     assert loc.results() == offline
 
 
+def test_a_stop_request_ends_the_stream_as_if_the_video_ended_there(tiny_bundle, tiny_synth):
+    # what Ctrl-C does to a live stream: the current video is finished at the frames it has,
+    # its events flushed and kept for the results file; later sources do not start
+    from lofi.runtime.cli import stream_sources
+
+    models = BundleModels(tiny_bundle)
+    m = models.manifest
+    videos = [str(tiny_synth / "videos" / f"synth_val_000{i}.mp4") for i in (0, 1)]
+    calls = []
+    stop = lambda: calls.append(1) or len(calls) > 60  # once per source start, once per frame
+    results, stats = stream_sources(models, videos, quiet=True, stop=stop)
+    assert stats["stopped_early"] and stats["videos"] == 1 and stats["frames"] == 60
+    frames = read_video(videos[0], m.grid.fps, (m.height, m.width))[:60]
+    offline, _ = localize_offline(models, frames, "synth_val_0000")
+    assert list(results) == ["synth_val_0000"] and results["synth_val_0000"] == offline
+    assert offline  # the comparison is not between two empty lists
+
+
+def test_first_signal_requests_a_stop_second_aborts():
+    import signal
+
+    from lofi.runtime.cli import graceful_stop
+
+    before = signal.getsignal(signal.SIGINT)
+    with graceful_stop() as stop:
+        assert not stop()
+        signal.raise_signal(signal.SIGTERM)
+        assert stop()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 def test_streaming_a_real_video_file(tiny_bundle, tiny_synth):
     models = BundleModels(tiny_bundle)
     m = models.manifest
