@@ -111,7 +111,8 @@ def stream_sources(
 def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet) -> None:
     """Localize actions in SOURCES (files, URLs FFmpeg can open, /dev/videoN or camera:N).
 
-    Prints one JSON line per action as soon as it is final.
+    Prints one JSON line per action as soon as it is final. Ctrl-C (or SIGTERM) ends the current
+    source there, flushes its events and writes the files (exit 130); a second Ctrl-C aborts.
     """
     models = BundleModels(bundle, device, threads)
     with graceful_stop() as stop:
