@@ -57,9 +57,11 @@ def stream_sources(
     quiet: bool = False,
     out=sys.stdout,
     stop: Callable[[], bool] = lambda: False,
+    min_score: float = 0.0,
 ) -> tuple[dict[str, list[Segment]], dict]:
-    """Stream each source in turn, printing events as they become final. When `stop()` turns
-    true the current source ends there (its pending events are flushed) and no other starts."""
+    """Stream each source in turn, printing events (score >= `min_score`; the results keep all)
+    as they become final. When `stop()` turns true the current source ends there (its pending
+    events are flushed) and no other starts."""
     m = models.manifest
     results: dict[str, list[Segment]] = {}
     stats = {"videos": 0, "frames": 0, "video_seconds": 0.0, "wall_seconds": 0.0, "events": 0}
@@ -73,7 +75,7 @@ def stream_sources(
 
         def on_event(seg: Segment, now: float) -> None:
             stats["events"] += 1
-            if not quiet:
+            if not quiet and seg.score >= min_score:
                 print(event_line(seg, now), file=out, flush=True)
 
         reader = VideoReader(source, m.grid.fps, (m.height, m.width))
@@ -107,8 +109,17 @@ def stream_sources(
 )
 @click.option("--threads", type=int, default=0, help="Intra-op threads (0: library default).")
 @click.option("--quiet", is_flag=True, help="Do not print event lines.")
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Print only events scoring at least this (--results keeps every segment).",
+)
 @cli_errors
-def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet) -> None:
+def stream_cli(
+    sources, bundle, device, results_path, stats_path, threads, quiet, min_score
+) -> None:
     """Localize actions in SOURCES (files, URLs FFmpeg can open, /dev/videoN or camera:N).
 
     Prints one JSON line per action as soon as it is final. Ctrl-C (or SIGTERM) ends the current
@@ -116,7 +127,9 @@ def stream_cli(sources, bundle, device, results_path, stats_path, threads, quiet
     """
     models = BundleModels(bundle, device, threads)
     with graceful_stop() as stop:
-        results, stats = stream_sources(models, list(sources), quiet, stop=stop)
+        results, stats = stream_sources(
+            models, list(sources), quiet, stop=stop, min_score=min_score
+        )
     if results_path:
         write_json(
             results_path,

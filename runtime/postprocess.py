@@ -137,7 +137,8 @@ def finalize(c: Candidates, duration: float, cfg: PostConfig, cap: bool = True) 
 
 
 class StreamingFinalizer:
-    """Holds candidates until no future candidate can overlap their group, then NMS-es them.
+    """Holds candidates until no future same-class candidate can overlap their group, then
+    NMS-es them.
 
     `max_pending` bounds memory on pathological streams: past it the oldest group is closed
     early (the one place streaming may then differ from offline besides the per-video cap).
@@ -154,16 +155,23 @@ class StreamingFinalizer:
         self.pending = Candidates.concat([self.pending, c])
         if len(self.pending) == 0:
             return Candidates.empty()
-        p = self.pending.take(np.argsort(self.pending.start, kind="stable"))
+        # NMS is per class, so only same-class overlaps interact: groups are formed per class
+        p = self.pending.take(np.lexsort((self.pending.start, self.pending.label)))
         group = np.zeros(len(p), dtype=np.int64)
-        reach = np.maximum.accumulate(p.end)
-        # a new group starts where a candidate begins at or after everything before it ended
-        group[1:] = np.cumsum(p.start[1:] >= reach[:-1])
-        group_end = np.zeros(group[-1] + 1)
+        first = 0
+        for lab in np.unique(p.label):
+            idx = np.flatnonzero(p.label == lab)
+            reach = np.maximum.accumulate(p.end[idx])
+            # a new group starts where a candidate begins at or after everything before it ended
+            group[idx[1:]] = first + np.cumsum(p.start[idx[1:]] >= reach[:-1])
+            group[idx[0]] = first
+            first = group[idx[-1]] + 1
+        group_end = np.zeros(first)
         np.maximum.at(group_end, group, p.end)
         closed = group_end[group] <= safe_before
-        if len(p) - closed.sum() > self.max_pending:
-            closed |= group == group[~closed][0]
+        if len(p) - closed.sum() > self.max_pending:  # close the group that started first
+            waiting = np.flatnonzero(~closed)
+            closed |= group == group[waiting[np.argmin(p.start[waiting])]]
         self.pending = p.take(~closed)
         done = p.take(closed)
         if len(done) == 0:

@@ -76,6 +76,26 @@ def test_a_stop_request_ends_the_stream_as_if_the_video_ended_there(tiny_bundle,
     assert offline  # the comparison is not between two empty lists
 
 
+def test_min_score_filters_printed_events_only(tiny_bundle, tiny_synth):
+    import io
+
+    from lofi.runtime.cli import stream_sources
+
+    models = BundleModels(tiny_bundle)
+    video = [str(tiny_synth / "videos" / "synth_val_0000.mp4")]
+
+    def run(min_score):
+        out = io.StringIO()
+        results, _ = stream_sources(models, video, out=out, min_score=min_score)
+        return [json.loads(x) for x in out.getvalue().splitlines()], results
+
+    every, res_all = run(0.0)
+    cut = float(np.median([e["score"] for e in every]))
+    high, res_high = run(cut)
+    assert high == [e for e in every if e["score"] >= cut] and 0 < len(high) < len(every)
+    assert res_high == res_all
+
+
 def test_first_signal_requests_a_stop_second_aborts():
     import signal
 

@@ -50,3 +50,18 @@ def test_streaming_finaliser_equals_offline():
         zip(np.round(c.start, 9), np.round(c.end, 9), np.round(c.score, 12), c.label)
     )
     assert key(streamed) == key(offline)
+
+
+def test_a_group_closes_without_waiting_for_other_classes():
+    # NMS is per class, so a long class-1 candidate overlapping a class-0 one must not hold it
+    fin = StreamingFinalizer(PostConfig(nms="hard"))
+    out = fin.push(cands([[0, 10, 0.9, 0], [5, 40, 0.8, 1]]), safe_before=12.0)
+    assert list(zip(out.start, out.label)) == [(0, 0)]
+    out = fin.push(Candidates.empty(), float("inf"), duration=50.0)
+    assert list(zip(out.start, out.label)) == [(5, 1)]
+
+
+def test_memory_bound_closes_the_group_that_started_first():
+    fin = StreamingFinalizer(PostConfig(nms="hard"), max_pending=1)
+    out = fin.push(cands([[30, 60, 0.9, 0], [10, 50, 0.8, 1]]), safe_before=0.0)
+    assert list(zip(out.start, out.label)) == [(10, 1)]
