@@ -30,9 +30,8 @@ def fused_op() -> Callable | None:
                 build()
                 _register_fake()
                 _op.append(torch.ops.lofi.sample)
-            except (
-                Exception
-            ) as exc:  # no compiler, no ninja, a failed build: all mean "use the reference"
+            # no compiler, no ninja, a failed build: all mean "use the reference"
+            except Exception as exc:
                 warnings.warn(
                     f"LoFi fused sampling op unavailable ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}); using the torch reference",

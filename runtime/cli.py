@@ -64,8 +64,14 @@ def stream_sources(
     events are flushed) and no other starts."""
     m = models.manifest
     results: dict[str, list[Segment]] = {}
-    stats = {"videos": 0, "frames": 0, "video_seconds": 0.0, "wall_seconds": 0.0, "events": 0}
-    stats["stopped_early"] = False  # a stop() request ended the run before the sources did
+    stats = {
+        "videos": 0,
+        "frames": 0,
+        "video_seconds": 0.0,
+        "wall_seconds": 0.0,
+        "events": 0,
+        "stopped_early": False,  # set when stop() ends the run before the sources do
+    }
     t0 = time.perf_counter()
     for source in sources:
         if stop():
