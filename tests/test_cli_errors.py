@@ -169,7 +169,7 @@ def test_export_rejects_other_checkpoints(tmp_path, random_checkpoint):
     assert_one_line_error(
         run("lofi.export.cli", "main", str(other), str(tmp_path / "b")), "not a LoFi-TAL checkpoint"
     )
-    ckpt = torch.load(random_checkpoint, weights_only=False)
+    ckpt = torch.load(random_checkpoint, weights_only=True)
     ckpt["config"]["model"]["width"] = 12  # weights no longer fit the configured model
     torch.save(ckpt, tmp_path / "mismatch.pt")
     assert_one_line_error(

@@ -36,7 +36,7 @@ def test_fidelity_schedules():
 
 def test_t_lofi_windows_cover_the_same_span(caches):
     from lofi.runtime.annotations import load_ground_truth
-    from lofi.trainer.stages import _spec
+    from lofi.trainer.data import snippet_spec as _spec
 
     cfg = tiny_config()
     gt = load_ground_truth(caches / "annotations.json").subset("training")
@@ -51,7 +51,7 @@ def test_t_lofi_windows_cover_the_same_span(caches):
 
 def test_t_lofi_resize_uses_fewer_snippets_over_the_whole_video(caches):
     from lofi.runtime.annotations import load_ground_truth
-    from lofi.trainer.stages import _spec
+    from lofi.trainer.data import snippet_spec as _spec
 
     cfg = tiny_config()
     cfg["data"].update(mode="resize", window=32)

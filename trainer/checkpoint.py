@@ -1,10 +1,18 @@
-"""Checkpoint files and rebuilding models from them (used by the trainer and the exporter)."""
+"""Checkpoint files: safe loading, atomic writes, RNG state, and models rebuilt from them.
+
+Checkpoints hold tensors and plain containers only (the config is a JSON-able dict), so they load
+with `weights_only=True`: a file that needs arbitrary unpickling is refused and its code never runs.
+"""
 
 from __future__ import annotations
 
+import os
+import pickle
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import SnippetEncoder
@@ -14,22 +22,77 @@ FORMAT = "lofi-tal-checkpoint"
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, "version": 1, **payload}, tmp)
+    """Write-then-rename with an fsync, so a kill at any moment leaves the old file or the new."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, "version": 2, **payload}, f)
+        f.flush()
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def safe_load(path: str | Path, what: str) -> Any:
+    """`torch.load(weights_only=True)` with one-line errors; never runs code from the file."""
     path = Path(path)
     if not path.is_file():
-        raise LofiError(f"checkpoint not found: {path}")
+        raise LofiError(f"{what} not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # the weights-only unpickler met a class or function to call
+            raise LofiError(
+                f"refusing {what} {path}: it needs arbitrary code to unpickle "
+                "(only tensors and plain containers are loaded)"
+            ) from None
+        raise LofiError(f"cannot read {what} {path}: {type(exc).__name__}") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise LofiError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+        raise LofiError(f"cannot read {what} {path}: {type(exc).__name__}") from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    ckpt = safe_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise LofiError(f"{path} is not a LoFi-TAL checkpoint")
     return ckpt
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a step draws from (python, numpy's legacy global, torch CPU and CUDA)."""
+    state = {
+        "python": random.getstate(),
+        "numpy": _plain(np.random.get_state(legacy=False)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _plain(state: dict) -> dict:
+    """numpy's MT19937 key as a list, so the state loads with `weights_only=True`."""
+    inner = dict(state["state"], key=[int(v) for v in state["state"]["key"]])
+    return dict(state, state=inner)
+
+
+def _numpy_state(state: dict) -> dict:
+    inner = dict(state["state"], key=np.asarray(state["state"]["key"], dtype=np.uint32))
+    return dict(state, state=inner)
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(_numpy_state(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def init_encoder(encoder: torch.nn.Module, path: str | None) -> None:
+    """Start an encoder from another stage's checkpoint (e.g. lofi from pretrain)."""
+    if path:
+        load_state(encoder, load_checkpoint(path)["encoder"], "encoder", path)
 
 
 def build_encoder(cfg: dict, pretrained: bool = True) -> SnippetEncoder:
@@ -42,13 +105,13 @@ def build_encoder(cfg: dict, pretrained: bool = True) -> SnippetEncoder:
 
 def build_head(cfg: dict, in_dim: int, num_classes: int) -> PyramidHead:
     m = cfg["model"]
-    return PyramidHead(in_dim, num_classes, m["head_dim"], m["levels"])
+    return PyramidHead(in_dim, num_classes, m["head_dim"], m["levels"], dropout=m["head_dropout"])
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str, path: str | Path) -> None:
     try:
         module.load_state_dict(state)
-    except RuntimeError:
+    except (RuntimeError, TypeError, AttributeError):
         raise LofiError(
             f"{path}: the {what} weights do not fit the configured model "
             "(checkpoint of another model?)"
@@ -62,8 +125,10 @@ def models_from_checkpoint(ckpt: dict, path: str | Path) -> tuple[SnippetEncoder
             f"{path} has no localization head (a '{ckpt.get('stage')}' checkpoint); "
             "export a 'lofi' or 'head' stage checkpoint"
         )
-    cfg = ckpt["config"]
+    from lofi.trainer.config import with_defaults
+
     try:
+        cfg = with_defaults(ckpt["config"])
         encoder = build_encoder(cfg, pretrained=False)
         head = build_head(cfg, encoder.out_dim, len(ckpt["labels"]))
     except (KeyError, TypeError):

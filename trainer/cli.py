@@ -92,18 +92,62 @@ def prepare_cmd(annotations, video_root, out, fps, size) -> None:
     click.echo(f"frame cache written to {out}")
 
 
-@click.command()
-@click.argument("stage", type=click.Choice(["pretrain", "lofi", "head"]))
+@click.group()
+def train_cli() -> None:
+    """Train a stage (pretrain, lofi, head) or plan the memory of one (plan).
+
+    Under torchrun (`torchrun --nproc-per-node N -m lofi.trainer.cli lofi ...` or the
+    lofi-train script) every process trains its shard of each batch; rank 0 writes the run.
+    """
+
+
+def _stage_command(stage: str, help_text: str) -> None:
+    @train_cli.command(stage, help=help_text)
+    @click.option(
+        "--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml)."
+    )
+    @click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.epochs=3.")
+    @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
+    @click.option("--resume", is_flag=True, help="Continue exactly from RUN_DIR/checkpoint.pt.")
+    @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+    @cli_errors
+    def command(config_path, overrides, run_dir, resume, device) -> None:
+        from lofi.trainer.stages import RUNNERS
+
+        cfg = load_config(config_path, list(overrides))
+        ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
+        click.echo(f"{stage}: checkpoint {ckpt}")
+
+
+_stage_command("pretrain", "Action-classification pre-training on trimmed clips (ACP).")
+_stage_command("lofi", "End-to-end encoder + head training on low-fidelity batches.")
+_stage_command("head", "Frozen encoder: full-fidelity features, a fresh head trained on them.")
+
+
+@train_cli.command("plan")
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml).")
-@click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.epochs=3.")
-@click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/checkpoint.pt.")
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.batch_size=8.")
+@click.option("--size", default="224x224", show_default=True, help="Frame HEIGHTxWIDTH.")
+@click.option("--memory", default=None, help="A budget, e.g. 24GiB: show what fits.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the plan here.")
 @cli_errors
-def train_cli(stage, config_path, overrides, run_dir, resume, device) -> None:
-    """Run one training STAGE: pretrain (ACP), lofi (end to end, low fidelity) or head."""
-    from lofi.trainer.stages import RUNNERS
+def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
+    """Memory of one lofi-stage training step for each fidelity, checkpointing and precision.
+
+    Traced under FakeTensorMode: no real allocation, so the paper's shapes plan on any CPU.
+    """
+    from lofi.trainer.planner import format_plan, parse_bytes, plan_memory
 
     cfg = load_config(config_path, list(overrides))
-    ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
-    click.echo(f"{stage}: checkpoint {ckpt}")
+    h, w = _pair(size, "x", "--size")
+    budget = parse_bytes(memory) if memory else None
+    rows = plan_memory(cfg, (h, w))
+    click.echo(format_plan(rows, budget))
+    if json_out:
+        import json
+
+        Path(json_out).write_text(json.dumps([r.as_json() for r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    train_cli()

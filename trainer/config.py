@@ -32,6 +32,16 @@ DEFAULTS: dict[str, Any] = {
         "levels": 4,
         "max_reach": 32,
         "head_window": 32,
+        "head_dropout": 0.1,
+    },
+    # memory and scale options shared by every stage (docs: README "Training for memory")
+    "train": {
+        "precision": "fp32",
+        "checkpointing": "none",
+        "accumulate": 1,
+        "channels_last": False,
+        "sync_bn": False,
+        "checkpoint_every": 0,
     },
     "pretrain": {
         "epochs": 8,
@@ -41,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 1e-4,
         "momentum": 0.9,
         "crop_scale": [0.8, 1.0],
+        "validate_every": 1,
     },
     "lofi": {
         "init": None,
@@ -59,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "short_every": 16,
         "freeze_bn": True,
         "crop_scale": [0.8, 1.0],
+        "validate_every": 1,
     },
     "head": {
         "init": None,
@@ -69,6 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 1e-4,
         "momentum": 0.9,
         "lr_halve_every": 15,
+        "validate_every": 1,
     },
     "postprocess": {
         "score_threshold": 0.05,
@@ -92,6 +105,11 @@ def _merge(base: dict, extra: dict, where: str = "") -> dict:
             else v
         )
     return out
+
+
+def with_defaults(cfg: dict) -> dict:
+    """A stored config completed with keys added since it was written (older checkpoints)."""
+    return _merge(DEFAULTS, cfg)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:

@@ -158,21 +158,69 @@ def gather_batch(cache: FrameCache, windows: list[Window]) -> tuple[torch.Tensor
     return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
 
 
+def clip_starts(
+    cache: FrameCache, clips: list[tuple[str, int]], span: int, rng: np.random.Generator
+) -> list[int]:
+    """A random first frame per trimmed clip (drawn for a whole global batch, then sharded)."""
+    return [int(rng.integers(0, max(1, len(cache.frames(v)) - span + 1))) for v, _ in clips]
+
+
 def clip_batch(
     cache: FrameCache,
     clips: list[tuple[str, int]],
+    starts: list[int],
     k: int,
     frame_stride: int,
-    rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random snippet per trimmed clip: (frames, (B, 1, k) index)."""
+    """One snippet per trimmed clip from its start frame: (frames, (B, 1, k) index)."""
     chunks, index, base = [], [], 0
-    for vid, _ in clips:
+    for (vid, _), start in zip(clips, starts):
         frames = cache.frames(vid)
-        span = k * frame_stride
-        start = int(rng.integers(0, max(1, len(frames) - span + 1)))
         idx = np.minimum(start + np.arange(k) * frame_stride, len(frames) - 1)
         chunks.append(np.asarray(frames[idx]))
         index.append(torch.arange(k)[None] + base)
         base += k
     return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
+
+
+def snippet_spec(cfg: dict) -> SnippetSpec:
+    d = cfg["data"]
+    if d["mode"] not in ("window", "resize"):
+        raise LofiError("data.mode must be 'window' or 'resize'")
+    levels = cfg["model"]["levels"]
+    spec = SnippetSpec(d["k"], d["frame_stride"], d["hop"], d["window"], d["mode"])
+    if spec.window % (2 ** (levels - 1) * 4):
+        raise LofiError(
+            f"data.window must be a multiple of {2 ** (levels - 1) * 4} (largest stride x r_t)"
+        )
+    return spec
+
+
+def crop_boxes(
+    n: int, h: int, w: int, scale: list[float] | None, rng: np.random.Generator
+) -> torch.Tensor:
+    """Random square-ish crops (scale of the side) for augmentation; the full frame without."""
+    if not scale:
+        return torch.tensor([[0.0, 0.0, w, h]] * n)
+    s = rng.uniform(scale[0], scale[1], n)
+    x0 = rng.uniform(0, 1, n) * (1 - s) * w
+    y0 = rng.uniform(0, 1, n) * (1 - s) * h
+    return torch.tensor(np.stack([x0, y0, x0 + s * w, y0 + s * h], 1), dtype=torch.float32)
+
+
+def untrimmed(cfg: dict) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str]]:
+    """Training and validation subsets of the untrimmed set, its frame cache and labels."""
+    for key in ("annotations", "cache"):
+        if not cfg["data"].get(key):
+            raise LofiError(f"config needs data.{key}")
+    gt = load_ground_truth(cfg["data"]["annotations"])
+    cache = FrameCache(cfg["data"]["cache"])
+    return gt.subset("training"), gt.subset("validation"), cache, gt.labels
+
+
+def window_targets(windows: list[Window], strides: list[int], num_classes: int) -> list:
+    from lofi.trainer.losses import assign
+
+    return [
+        assign(w.segments, strides, [w.length // s for s in strides], num_classes) for w in windows
+    ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torchvision
 from lofi.runtime.errors import LofiError
+from lofi.trainer.pretrained import load_backbone_weights
+from torch.utils.checkpoint import checkpoint
+
+Stage = Callable[[torch.Tensor], torch.Tensor]
 
 
 def temporal_shift(x: torch.Tensor, frames: int, fold_div: int = 8) -> torch.Tensor:
@@ -53,6 +58,9 @@ class TinyBackbone(nn.Module):
         self.blocks = nn.Sequential(*[ShiftedBlock(a, b, frames) for a, b in zip(chans, chans[1:])])
         self.out_dim = chans[-1]
 
+    def stages(self) -> list[Stage]:
+        return [self.stem, *self.blocks]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x)).mean(dim=(2, 3))
 
@@ -66,29 +74,6 @@ class ShiftWrap(nn.Module):
         return self.conv(temporal_shift(x, self.frames))
 
 
-def _load_backbone_weights(net: nn.Module, path: Path, arch: str) -> None:
-    """Local torchvision-layout weights (ImageNet, or Kinetics TSM saved from DataParallel); the
-    classifier may differ, every other tensor must fit, so a wrong file is not half-loaded."""
-    if not path.is_file():
-        raise LofiError(f"pretrained weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file that is not a state dict
-        raise LofiError(f"cannot read pretrained weights {path}: {type(exc).__name__}") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    try:
-        result = net.load_state_dict(state, strict=False)
-    except RuntimeError:
-        raise LofiError(f"{path}: tensor shapes do not fit {arch}") from None
-    stray = [k for k in result.missing_keys + result.unexpected_keys if not k.startswith("fc.")]
-    if stray:
-        raise LofiError(
-            f"{path} does not fit {arch}: {len(stray)} tensors missing or unexpected "
-            f"(first: {stray[0]})"
-        )
-
-
 class ResNetTSM(nn.Module):
     """torchvision resnet18/34/50 with a temporal shift before each residual block's first conv."""
 
@@ -96,7 +81,7 @@ class ResNetTSM(nn.Module):
         super().__init__()
         net = getattr(torchvision.models, arch)(weights=None)
         if weights:
-            _load_backbone_weights(net, Path(weights), arch)
+            load_backbone_weights(net, Path(weights), arch)
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
                 block.conv1 = ShiftWrap(block.conv1, frames)
@@ -104,27 +89,86 @@ class ResNetTSM(nn.Module):
         self.net = net
         self.out_dim = 2048 if arch == "resnet50" else 512
 
+    def stages(self) -> list[Stage]:
+        n = self.net
+        stem = lambda x: n.maxpool(n.relu(n.bn1(n.conv1(x))))  # noqa: E731
+        return [stem, n.layer1, n.layer2, n.layer3, n.layer4]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
 
+def parse_checkpointing(text: str) -> tuple[str, int]:
+    """`none`, `stages` (one checkpoint per residual stage) or `chunks:N` (N temporal chunks)."""
+    if text in ("none", "stages"):
+        return text, 0
+    head, _, n = str(text).partition(":")
+    if head == "chunks" and n.isdigit() and int(n) >= 1:
+        return "chunks", int(n)
+    raise LofiError(f"train.checkpointing must be none, stages or chunks:N (N >= 1), not {text!r}")
+
+
 class SnippetEncoder(nn.Module):
-    """(B, L, k, 3, H, W) normalised frames -> (B, L, D) snippet features."""
+    """(B, L, k, 3, H, W) normalised frames -> (B, L, D) snippet features.
+
+    Memory options (training only; eval and export run the plain graph): activation
+    checkpointing per residual stage or over temporal chunks of snippets - exact, because the
+    temporal shift never crosses a snippet - and channels_last convolutions.
+    """
 
     def __init__(self, backbone: str, frames: int, width: int = 16, weights: str | None = None):
         super().__init__()
         self.frames = frames
+        self.checkpointing: tuple[str, int] = ("none", 0)
+        self.channels_last = False
         if backbone == "tiny":
             self.backbone: nn.Module = TinyBackbone(frames, width)
         elif backbone in ("resnet18", "resnet34", "resnet50"):
             self.backbone = ResNetTSM(backbone, frames, weights)
+        elif backbone == "mobilenet_v2":
+            from lofi.trainer.mobilenet_tsm import MobileNetV2TSM
+
+            self.backbone = MobileNetV2TSM(frames, weights)
         else:
-            raise LofiError(f"unknown backbone '{backbone}' (tiny, resnet18, resnet34, resnet50)")
+            raise LofiError(
+                f"unknown backbone '{backbone}' (tiny, resnet18, resnet34, resnet50, mobilenet_v2)"
+            )
         self.out_dim = self.backbone.out_dim
+
+    def set_memory(self, checkpointing: str = "none", channels_last: bool = False) -> None:
+        self.checkpointing = parse_checkpointing(checkpointing)
+        self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) frames -> (N, D), one checkpoint per stage when asked."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.checkpointing[0] != "stages" or not self._recompute():
+            return self.backbone(x)
+        for stage in self.backbone.stages():
+            x = checkpoint(stage, x, use_reentrant=False)
+        return x.mean(dim=(2, 3))
+
+    def _recompute(self) -> bool:
+        return self.training and torch.is_grad_enabled()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, length, k = x.shape[:3]
-        f = self.backbone(x.flatten(0, 2))
+        mode, n = self.checkpointing
+        if mode == "chunks" and self._recompute() and length > 1:
+            size = -(-length // min(n, length))
+            parts = [
+                checkpoint(self._snippets, x[:, i : i + size], use_reentrant=False)
+                for i in range(0, length, size)
+            ]
+            return torch.cat(parts, dim=1)
+        return self._snippets(x)
+
+    def _snippets(self, x: torch.Tensor) -> torch.Tensor:
+        b, length, k = x.shape[:3]
+        f = self._frames(x.flatten(0, 2))
         return f.view(b, length, k, -1).mean(dim=2)
 
 

@@ -7,14 +7,37 @@ from dataclasses import dataclass
 
 from lofi.runtime.errors import LofiError
 
-SCHEDULES = ("full", "S", "T", "ST", "long_cycle", "short_cycle")
+SCHEDULES = (
+    "full",
+    "S",
+    "T",
+    "ST",
+    "long_cycle",
+    "short_cycle",
+    "multigrid_long",
+    "multigrid_short",
+)
+SQRT2 = math.sqrt(2)
+
+# Multigrid (Wu et al. 2020) keeps B*T*H*W constant: (r_t, r_s, batch factor) per shape.
+MULTIGRID_LONG = (
+    ("mg_T4S1.4", 4, SQRT2, 8),
+    ("mg_T2S1.4", 2, SQRT2, 4),
+    ("mg_T2", 2, 1.0, 2),
+    ("mg_full", 1, 1.0, 1),
+)
+MULTIGRID_SHORT = (("mg_S2", 1, 2.0, 4), ("mg_S1.4", 1, SQRT2, 2), ("mg_full", 1, 1.0, 1))
 
 
 @dataclass(frozen=True)
 class Fidelity:
+    """A batch shape: snippets / r_t, frame side / r_s, batch x batch_scale (multigrid only; the
+    learning rate scales with it linearly)."""
+
     name: str
     r_t: int
     r_s: float
+    batch_scale: int = 1
 
     def size(self, height: int, width: int) -> tuple[int, int]:
         return max(8, round(height / self.r_s)), max(8, round(width / self.r_s))
@@ -23,7 +46,8 @@ class Fidelity:
 @dataclass(frozen=True)
 class FidelitySchedule:
     """Paper's ratios by default: S r_s=2, T r_t=4, ST r_t=2 & r_s=sqrt(2); short cycle switches
-    every 16 batches, long cycle every epoch (C-LoFi cycles S -> T -> ST)."""
+    every 16 batches, long cycle every epoch (C-LoFi cycles S -> T -> ST). The multigrid rule is
+    the alternative: its long cycle changes shape every epoch, its short cycle every batch."""
 
     mode: str = "long_cycle"
     s_ratio: float = 2.0
@@ -50,4 +74,8 @@ class FidelitySchedule:
             return cycle[epoch % 3]
         if self.mode == "short_cycle":
             return cycle[(step // self.short_every) % 3]
+        if self.mode == "multigrid_long":
+            return Fidelity(*MULTIGRID_LONG[epoch % len(MULTIGRID_LONG)])
+        if self.mode == "multigrid_short":
+            return Fidelity(*MULTIGRID_SHORT[step % len(MULTIGRID_SHORT)])
         return cfgs[self.mode]

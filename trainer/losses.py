@@ -76,23 +76,39 @@ def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) ->
     return 1 - iou + (centre_dist / enclose.clamp(min=eps)) ** 2
 
 
+def _masks(valid: torch.Tensor, strides: list[int]) -> torch.Tensor:
+    """(B, P) real-position mask over all levels, from (B, L) real-snippet flags."""
+    length = valid.shape[1]
+    return torch.cat([valid[:, ::s][:, : length // s] for s in strides], dim=1)
+
+
+def count_positives(
+    targets: list[tuple[torch.Tensor, torch.Tensor]], valid: torch.Tensor, strides: list[int]
+) -> float:
+    """Positive positions of a batch: the loss normaliser, computable before any forward pass,
+    so micro-batches and processes can share the global batch's value."""
+    cls_t = torch.stack([t[0] for t in targets])
+    return float(((cls_t.sum(-1) > 0) & _masks(valid, strides)).sum())
+
+
 def detection_loss(
     outputs: list[tuple[torch.Tensor, torch.Tensor]],
     targets: list[tuple[torch.Tensor, torch.Tensor]],
     valid: torch.Tensor,
     strides: list[int],
+    normaliser: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """outputs: per level (B, C, n), (B, 2, n); targets per sample (cls (P, C), reg (P, 2));
-    valid (B, L) marks real (not padded) snippets."""
+    valid (B, L) marks real (not padded) snippets. The sums are divided by `normaliser`
+    (default: this batch's positives, at least 1)."""
     cls = torch.cat([c.permute(0, 2, 1) for c, _ in outputs], dim=1)
     reg = torch.cat([r.permute(0, 2, 1) for _, r in outputs], dim=1)
-    masks = torch.cat(
-        [valid[:, ::s][:, : c.shape[2]] for (c, _), s in zip(outputs, strides)], dim=1
-    )
+    masks = _masks(valid, strides)[:, : cls.shape[1]]
     cls_t = torch.stack([t[0] for t in targets]).to(cls.device)
     reg_t = torch.stack([t[1] for t in targets]).to(cls.device)
     pos = (cls_t.sum(-1) > 0) & masks
-    n_pos = max(1.0, float(pos.sum()))
+    n_pos = max(1.0, float(pos.sum()) if normaliser is None else normaliser)
+    cls, reg = cls.float(), reg.float()
     l_cls = sigmoid_focal_loss(cls[masks], cls_t[masks]).sum() / n_pos
     l_reg = diou_loss_1d(reg[pos], reg_t[pos]).sum() / n_pos if pos.any() else reg.sum() * 0
-    return l_cls + l_reg, {"cls": l_cls.item(), "reg": l_reg.item(), "positives": n_pos}
+    return l_cls + l_reg, {"loss_cls": l_cls.item(), "loss_reg": l_reg.item()}

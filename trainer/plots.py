@@ -1,4 +1,5 @@
-"""Training curves as a PNG next to metrics.json."""
+"""Training curves as a PNG next to metrics.json: one panel per numeric metric (loss parts,
+validation mAP/accuracy), so a run's health is visible at a glance."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ def plot_curves(epochs: list[dict], out: Path, title: str) -> None:
 
     keys = [
         k
-        for k in (epochs[0] if epochs else {})
-        if k != "epoch" and isinstance(epochs[0][k], (int, float))
+        for k in dict.fromkeys(k for e in epochs for k in e)
+        if k != "epoch" and any(isinstance(e.get(k), (int, float)) for e in epochs)
     ]
     if not keys:
         return
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        pts = [(e["epoch"] + 1, e[key]) for e in epochs if key in e]
+        pts = [(e["epoch"] + 1, e[key]) for e in epochs if isinstance(e.get(key), (int, float))]
         ax.plot(*zip(*pts), marker="o", ms=3)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("epoch", fontsize=8)

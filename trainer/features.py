@@ -1,0 +1,117 @@
+"""Full-fidelity snippet features of whole videos, and head evaluation on them.
+
+Used by the head stage (features once, head trained on them) and by every detector stage's
+validation; decoding, NMS and mAP are the runtime's, so training and deployment score alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+from lofi.cpp_ext import lofi_sample
+from lofi.runtime.annotations import GroundTruth
+from lofi.runtime.evaluation import TIOU_PRESETS, MapReport, evaluate
+from lofi.runtime.postprocess import PostConfig
+from lofi.runtime.streaming import HeadGeometry, detect
+from lofi.trainer.data import FrameCache, SnippetSpec, Window
+from lofi.trainer.run import bar
+
+
+def encode(
+    encoder: nn.Module,
+    frames: torch.Tensor,
+    index: torch.Tensor,
+    boxes: torch.Tensor,
+    size: tuple[int, int],
+    cfg: dict,
+    device: torch.device,
+) -> torch.Tensor:
+    """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there."""
+    x = lofi_sample(
+        frames.to(device, non_blocking=True),
+        index.to(device),
+        boxes.to(device),
+        size,
+        cfg["data"]["mean"],
+        cfg["data"]["std"],
+    )
+    return encoder(x)
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    cache: FrameCache,
+    gt: GroundTruth,
+    spec: SnippetSpec,
+    cfg: dict,
+    dev: torch.device,
+    batch: int = 32,
+) -> dict[str, torch.Tensor]:
+    """Full-fidelity snippet features of every video (all snippets, or the resize grid)."""
+    encoder.eval()
+    out = {}
+    h, w = cache.size
+    box = torch.tensor([[0.0, 0.0, w, h]])
+    for vid in bar(gt.videos, "features"):
+        frames = cache.frames(vid)
+        grid, length = spec.grid(cache.fps, len(frames), 1)
+        n = length if spec.mode == "resize" else grid.count(len(frames))
+        idx = grid.frame_indices(0, n, len(frames))
+        video = torch.from_numpy(np.array(frames)).to(dev)
+        feats = [
+            encode(
+                encoder, video, torch.from_numpy(idx[i : i + batch])[None], box, (h, w), cfg, dev
+            )[0]
+            for i in range(0, n, batch)
+        ]
+        out[vid] = torch.cat(feats).cpu()
+    return out
+
+
+def window_features(feats: dict[str, torch.Tensor], windows: list[Window]) -> torch.Tensor:
+    x = torch.zeros(len(windows), windows[0].length, next(iter(feats.values())).shape[1])
+    for i, w in enumerate(windows):
+        f = feats[w.video][w.first : w.first + w.length]
+        x[i, : len(f)] = f
+    return x
+
+
+@torch.no_grad()
+def evaluate_head(
+    head: nn.Module,
+    feats: dict[str, torch.Tensor],
+    gt: GroundTruth,
+    cache: FrameCache,
+    spec: SnippetSpec,
+    cfg: dict,
+    labels: list[str],
+) -> MapReport:
+    """Whole-video head inference + the runtime's decoding, NMS and mAP (one implementation)."""
+    head.eval()
+    dev = next(head.parameters()).device
+    top = max(head.strides)
+    segments = []
+    for vid, f in feats.items():
+        n_frames = len(cache.frames(vid))
+        grid, _ = spec.grid(cache.fps, n_frames, 1)
+        n = len(f)
+        x = torch.zeros(max(top, math.ceil(n / top) * top), f.shape[1])
+        x[:n] = f
+        outs = [(c[0].cpu().numpy(), r[0].cpu().numpy()) for c, r in head(x.T[None].to(dev))]
+        geo = HeadGeometry(
+            labels,
+            grid,
+            head.strides,
+            cfg["model"]["max_reach"],
+            PostConfig.from_dict(cfg["postprocess"]),
+        )
+        segments += detect(outs, geo, n, n_frames / cache.fps, vid)
+    return evaluate(gt, segments, TIOU_PRESETS["anet"])
+
+
+def map_values(report: MapReport) -> dict[str, float]:
+    return {"val_mAP@0.5": report.mAP[0], "val_avg_mAP": report.average_mAP}
