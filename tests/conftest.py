@@ -29,6 +29,28 @@ def tiny_synth(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_caches(tiny_synth: Path) -> Path:
+    """tiny_synth decoded into the trainer's frame caches (cache/, clip_cache/)."""
+    from lofi.trainer.data import prepare_cache
+
+    d = tiny_synth
+    if not (d / "cache" / "index.json").is_file():
+        prepare_cache(d / "annotations.json", d / "videos", d / "cache", 8.0, (32, 32))
+        prepare_cache(d / "clips.json", d / "clips", d / "clip_cache", 8.0, (32, 32))
+    return d
+
+
+def with_data(cfg: dict, d: Path) -> dict:
+    cfg["data"].update(
+        annotations=str(d / "annotations.json"),
+        cache=str(d / "cache"),
+        clips=str(d / "clips.json"),
+        clip_cache=str(d / "clip_cache"),
+    )
+    return cfg
+
+
 def tiny_config(**model) -> dict:
     from lofi.trainer.config import load_config
 

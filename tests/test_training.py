@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lofi.trainer.data import FrameCache, gather_batch, prepare_cache, video_windows
+from lofi.trainer.data import FrameCache, gather_batch, video_windows
 from lofi.trainer.fidelity import FidelitySchedule
 from lofi.trainer.stages import RUNNERS
 
@@ -12,14 +12,8 @@ from tests.conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
-def caches(tiny_synth: Path) -> Path:
-    prepare_cache(
-        tiny_synth / "annotations.json", tiny_synth / "videos", tiny_synth / "cache", 8.0, (32, 32)
-    )
-    prepare_cache(
-        tiny_synth / "clips.json", tiny_synth / "clips", tiny_synth / "clip_cache", 8.0, (32, 32)
-    )
-    return tiny_synth
+def caches(tiny_caches: Path) -> Path:
+    return tiny_caches
 
 
 def test_fidelity_schedules():

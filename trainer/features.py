@@ -29,7 +29,11 @@ def encode(
     cfg: dict,
     device: torch.device,
 ) -> torch.Tensor:
-    """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there."""
+    """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there,
+    already in the autocast dtype when training in bf16/fp16 (no full-precision copy is kept)."""
+    dtype = torch.float32
+    if torch.is_autocast_enabled(device.type):
+        dtype = torch.get_autocast_dtype(device.type)
     x = lofi_sample(
         frames.to(device, non_blocking=True),
         index.to(device),
@@ -37,6 +41,7 @@ def encode(
         size,
         cfg["data"]["mean"],
         cfg["data"]["std"],
+        dtype,
     )
     return encoder(x)
 

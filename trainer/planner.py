@@ -5,7 +5,8 @@ backward, optimiser step - under FakeTensorMode (no data is allocated, so TSM-R1
 16 x 100 x 8 x 224^2 plans on a laptop) and counts it with `MemoryMeter`. The same function runs
 on real tensors, and a test holds the two within 10% at small shapes.
 
-What is not counted: the uint8 frames before the sampling op, cuDNN workspaces and allocator
+The encoder input is counted in the autocast dtype, as the sampling op writes it. What is not
+counted: the uint8 frames before the sampling op, cuDNN workspaces and allocator
 fragmentation (on a GPU expect the allocator's peak to be somewhat higher). The loss is a
 stand-in of the head's outputs (its memory is negligible next to the encoder's). Autocast is
 traced with the CPU's rules, which for these networks match CUDA's (convolutions and linears
@@ -94,7 +95,7 @@ def measure_step(
         autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
         top = max(head.strides)
         with meter:
-            x = torch.randn(batch, length, d["k"], 3, h, w)
+            x = torch.randn(batch, length, d["k"], 3, h, w, dtype=dtype or torch.float32)
             with autocast, saved.hooks():
                 feats = encoder(x)
                 pad = math.ceil(length / top) * top - length

@@ -1,0 +1,56 @@
+"""The memory planner (traced under FakeTensorMode) against a real step on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+from lofi.trainer.fidelity import FidelitySchedule
+from lofi.trainer.planner import measure_step, parse_bytes
+
+from tests.conftest import tiny_config
+
+
+def _cfg():
+    cfg = tiny_config()
+    cfg["lofi"]["batch_size"] = 2
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "fid, ckpt, prec",
+    [
+        ("full", "none", "fp32"),
+        ("ST", "stages", "fp32"),
+        ("T", "chunks:2", "bf16"),
+        ("S", "none", "bf16"),
+    ],
+)
+def test_plan_agrees_with_a_real_step(fid, ckpt, prec):
+    cfg = _cfg()
+    f = FidelitySchedule().configs()[fid]
+    plan = measure_step(cfg, (32, 32), f, ckpt, prec, fake=True)
+    real = measure_step(cfg, (32, 32), f, ckpt, prec, fake=False)
+    assert plan.activations > 0
+    assert abs(plan.activations - real.activations) <= 0.1 * real.activations
+    # saved-tensor hooks on real tensors tell storages apart by data pointer, not by the meter
+    assert abs(plan.saved - real.saved) <= 0.1 * real.saved
+    assert (plan.params, plan.grads, plan.optimizer) == (real.params, real.grads, real.optimizer)
+    # AdamW keeps two moments per trainable parameter (plus a step count per tensor)
+    assert 2 * plan.grads <= plan.optimizer <= 2 * plan.grads + 4096
+
+
+def test_lofi_settings_need_less_activation_memory():
+    cfg = _cfg()
+    cfgs = FidelitySchedule().configs()
+    full = measure_step(cfg, (64, 64), cfgs["full"]).activations
+    for name in ("S", "T", "ST"):
+        assert measure_step(cfg, (64, 64), cfgs[name]).activations <= 0.35 * full
+    assert measure_step(cfg, (64, 64), cfgs["full"], "chunks:4").activations <= 0.5 * full
+    assert measure_step(cfg, (64, 64), cfgs["full"], precision="bf16").activations <= 0.55 * full
+
+
+def test_parse_bytes():
+    assert parse_bytes("24GiB") == 24 * 1024**3 and parse_bytes("80GB") == 80 * 10**9
+    from lofi.runtime.errors import LofiError
+
+    with pytest.raises(LofiError, match="--memory"):
+        parse_bytes("lots")
