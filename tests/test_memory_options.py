@@ -92,7 +92,8 @@ def _step(base: SnippetEncoder, x: torch.Tensor, probe: torch.Tensor, mode: str)
 
 @pytest.mark.parametrize(
     "backbone, k, snippets, width",
-    [("tiny", 4, 4, 8), ("resnet18", 2, 2, 16)],  # resnet18: 32x32 frames, 2 snippets of k=2
+    # 32x32 frames; the torchvision backbones with 2 snippets of k=2
+    [("tiny", 4, 4, 8), ("resnet18", 2, 2, 16), ("mobilenet_v2", 2, 2, 16)],
 )
 def test_activation_checkpointing_is_exact_and_saves_memory(backbone, k, snippets, width):
     torch.manual_seed(0)
@@ -154,7 +155,17 @@ def _weights(ckpt: dict) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.usefixtures("no_plots")
-def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_path):
+def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_path, monkeypatch):
+    import lofi.trainer.lofi_stage as lofi_stage
+
+    micro: list[int] = []  # windows per micro-batch (the losses' calls)
+    real = lofi_stage.detection_loss
+
+    def spy(outputs, targets, *args, **kwargs):
+        micro.append(len(targets))
+        return real(outputs, targets, *args, **kwargs)
+
+    monkeypatch.setattr(lofi_stage, "detection_loss", spy)
     # One step of 4 windows with plain SGD, so each weight moves by lr x its gradient (Adam's
     # first step is ~lr x sign(g) and would hide a wrongly scaled gradient); the encoder's
     # gradients are ~1e-5, so its large rate lifts the moves well above float32 rounding
@@ -165,19 +176,22 @@ def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_pa
     w0 = _weights({k: m.state_dict() for k, m in stage.modules().items()})
     ref = _weights(load_checkpoint(RUNNERS["lofi"](cfg, tmp_path / "acc1")))
     delta0 = {k: ref[k] - w0[k] for k in ref}
+    assert micro == [4]
     moved = [k for k, d in delta0.items() if d.abs().max() > 1e-4]
     assert len(moved) > 0.9 * len(delta0) and all(
         k in moved for k in delta0 if k.startswith("encoder.")
     )
     variants = [
-        {"accumulate": 2},
-        {"accumulate": 4},
-        {"accumulate": 2, "checkpointing": "chunks:2", "channels_last": True},
+        ({"accumulate": 2}, [2, 2]),
+        ({"accumulate": 4}, [1, 1, 1, 1]),
+        ({"accumulate": 2, "checkpointing": "chunks:2", "channels_last": True}, [2, 2]),
     ]
-    for i, train in enumerate(variants):
+    for i, (train, sizes) in enumerate(variants):
         cfg["train"].update(train)
+        micro.clear()
         got = _weights(load_checkpoint(RUNNERS["lofi"](cfg, tmp_path / f"v{i}")))
         cfg["train"].update(accumulate=1, checkpointing="none", channels_last=False)
+        assert micro == sizes, train
         for k, d in delta0.items():
             assert close(got[k] - w0[k], d, rel=1e-4), (train, k, (got[k] - w0[k] - d).abs().max())
     losses = [metrics(tmp_path / d)[0]["loss"] for d in ("acc1", "v0", "v1", "v2")]

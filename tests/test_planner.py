@@ -54,3 +54,30 @@ def test_parse_bytes():
 
     with pytest.raises(LofiError, match="--memory"):
         parse_bytes("lots")
+
+
+def test_plan_command_prints_the_table_and_what_fits(tmp_path):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+    from lofi.trainer.cli import train_cli
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"width": 8, "head_dim": 16}, "data": {"window": 32}}))
+    out = tmp_path / "plan.json"
+    args = ["plan", "--config", str(cfg), "--size", "32x32", "--json", str(out)]
+    tight = CliRunner().invoke(train_cli, [*args, "--memory", "5MiB"])
+    assert tight.exit_code == 0, tight.output
+    rows = json.loads(out.read_text())
+    assert len(rows) == 4 * 3 * 2  # fidelities x checkpointing x precision
+    fits = {r["fidelity"] for r in rows if r["total"] <= 5 * 2**20}
+    assert fits == {"S", "T", "ST"}  # full fidelity needs more than 5 MiB even checkpointed
+    verdicts = tight.output.split("within 5.0 MiB")[1].splitlines()
+    for fid in ("full", "S", "T", "ST"):
+        line = next(x for x in verdicts if x.strip().startswith(f"{fid} "))
+        assert ("fits with" in line) == (fid in fits), line
+    s_line = next(x for x in verdicts if x.strip().startswith("S "))
+    assert "checkpointing=none, precision=bf16" in s_line  # no recomputation comes first
+    bad = CliRunner().invoke(train_cli, [*args, "--memory", "plenty"])
+    assert bad.exit_code == 1 and "--memory" in bad.output

@@ -147,6 +147,10 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * unit.get(m.group(2) or "GiB"))
 
 
+def _size(n: float) -> str:
+    return f"{n / GIB:.1f} GiB" if n >= GIB / 10 else f"{n / 2**20:.1f} MiB"
+
+
 def _cost(p: Plan) -> tuple[int, int]:
     """Cheapest first: no recomputation, then full precision."""
     return (CHECKPOINTING.index(p.checkpointing) > 0, p.precision != "fp32")
@@ -174,7 +178,7 @@ def format_plan(rows: list[Plan], budget: int | None = None) -> str:
             f"optimiser state {r.optimizer / GIB:.3f} GiB (included in total)"
         )
     if budget is not None:
-        lines.append(f"\nwithin {budget / GIB:.1f} GiB (cheapest setting per fidelity):")
+        lines.append(f"\nwithin {_size(budget)} (cheapest setting per fidelity):")
         for fid in dict.fromkeys(p.fidelity for p in rows):
             fits = sorted((p for p in rows if p.fidelity == fid and p.total <= budget), key=_cost)
             best = fits[0] if fits else None
@@ -182,7 +186,7 @@ def format_plan(rows: list[Plan], budget: int | None = None) -> str:
                 f"  {fid:5} "
                 + (
                     f"fits with checkpointing={best.checkpointing}, precision={best.precision} "
-                    f"({best.total / GIB:.1f} GiB)"
+                    f"({_size(best.total)})"
                     if best
                     else "does not fit with any option"
                 )
