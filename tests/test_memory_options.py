@@ -342,3 +342,37 @@ def test_nan_loss_stops_the_run(tiny_synth, cache, tmp_path, monkeypatch):
     assert message.startswith("lofi: ") and "(global step 1)" in message
     assert "loss_cls=nan" in message and "loss_reg=" in message
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()  # no NaN weights were saved
+
+
+def test_a_nan_loss_with_finite_parts_stops_too(tiny_synth, cache, tmp_path, monkeypatch):
+    import lofi.trainer.lofi_stage as lofi_stage
+
+    real = lofi_stage.detection_loss
+
+    def nan_loss(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        return loss * float("nan"), parts
+
+    monkeypatch.setattr(lofi_stage, "detection_loss", nan_loss)
+    with pytest.raises(LofiError, match=r"non-finite loss at epoch 1 step 1.*loss=nan"):
+        RUNNERS["lofi"](lofi_cfg(tiny_synth, cache), tmp_path / "nan")
+
+
+def test_stage_checkpointing_with_training_batch_norm_is_exact():
+    # recomputation must not update running statistics twice; chunks would change the batch
+    # statistics, so they are refused while batch norm trains
+    torch.manual_seed(0)
+    plain = SnippetEncoder("tiny", 2, 8).train()
+    ckpt = copy.deepcopy(plain)
+    ckpt.set_memory("stages")
+    x = torch.randn(2, 3, 2, 3, 32, 32)
+    plain(x).sum().backward()
+    ckpt(x).sum().backward()
+    for (k, v), w in zip(plain.state_dict().items(), ckpt.state_dict().values()):
+        assert torch.equal(v, w), k
+    for p, q in zip(plain.parameters(), ckpt.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6)
+    chunked = copy.deepcopy(plain)
+    chunked.set_memory("chunks:2")
+    with pytest.raises(LofiError, match="frozen batch norm"):
+        chunked(x)

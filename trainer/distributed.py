@@ -68,3 +68,13 @@ def device_for(name: str | None, d: Dist) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", d.local_rank)
     return torch.device("cpu")
+
+
+def sync_batchnorm(model: torch.nn.Module, enabled: bool, dev: torch.device, d: Dist):
+    """SyncBatchNorm under torchrun when `train.sync_bn` asks for it (GPUs only: torch has no
+    CPU kernel for it, so refuse up front rather than at the first step)."""
+    if not (enabled and d.active):
+        return model
+    if dev.type != "cuda":
+        raise LofiError("train.sync_bn needs CUDA GPUs (SyncBatchNorm has no CPU kernel)")
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -108,12 +109,33 @@ def parse_checkpointing(text: str) -> tuple[str, int]:
     raise LofiError(f"train.checkpointing must be none, stages or chunks:N (N >= 1), not {text!r}")
 
 
+@contextmanager
+def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
+    """Recomputation must not update batch-norm running statistics a second time."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [
+        (m.momentum, m.num_batches_tracked.clone() if m.track_running_stats else None)
+        for m in norms
+    ]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, count) in zip(norms, saved):
+            m.momentum = momentum
+            if count is not None:
+                m.num_batches_tracked.copy_(count)
+
+
 class SnippetEncoder(nn.Module):
     """(B, L, k, 3, H, W) normalised frames -> (B, L, D) snippet features.
 
     Memory options (training only; eval and export run the plain graph): activation
-    checkpointing per residual stage or over temporal chunks of snippets - exact, because the
-    temporal shift never crosses a snippet - and channels_last convolutions.
+    checkpointing per residual stage (recomputation leaves batch-norm statistics alone) or over
+    temporal chunks of snippets - exact, because the temporal shift never crosses a snippet,
+    with batch norm frozen (a chunk's batch statistics would differ from the batch's, so chunks
+    are refused while batch norm trains) - and channels_last convolutions.
     """
 
     def __init__(self, backbone: str, frames: int, width: int = 16, weights: str | None = None):
@@ -148,8 +170,11 @@ class SnippetEncoder(nn.Module):
         if self.checkpointing[0] != "stages" or not self._recompute():
             return self.backbone(x)
         for stage in self.backbone.stages():
-            x = checkpoint(stage, x, use_reentrant=False)
+            x = checkpoint(stage, x, use_reentrant=False, context_fn=self._contexts)
         return x.mean(dim=(2, 3))
+
+    def _contexts(self):
+        return nullcontext(), _frozen_bn_stats(self)
 
     def _recompute(self) -> bool:
         return self.training and torch.is_grad_enabled()
@@ -158,6 +183,13 @@ class SnippetEncoder(nn.Module):
         b, length, k = x.shape[:3]
         mode, n = self.checkpointing
         if mode == "chunks" and self._recompute() and length > 1:
+            if any(
+                m.training for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            ):
+                raise LofiError(
+                    "train.checkpointing=chunks:N needs frozen batch norm (lofi.freeze_bn: true): "
+                    "each chunk would otherwise normalise with its own statistics"
+                )
             size = -(-length // min(n, length))
             parts = [
                 checkpoint(self._snippets, x[:, i : i + size], use_reentrant=False)

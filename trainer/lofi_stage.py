@@ -18,7 +18,7 @@ from lofi.trainer.data import (
     window_targets,
 )
 from lofi.trainer.detector import Detector
-from lofi.trainer.distributed import Dist
+from lofi.trainer.distributed import Dist, sync_batchnorm
 from lofi.trainer.features import evaluate_head, extract_features, map_values
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.loop import Stage
@@ -43,8 +43,7 @@ class LofiStage(Stage):
         t = cfg["train"]
         encoder.set_memory(t["checkpointing"], t["channels_last"])
         self.model = Detector(encoder, head, cfg, dev)
-        if t["sync_bn"] and dist.active:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = sync_batchnorm(self.model, t["sync_bn"], dev, dist)
         self.pools: dict[int, list[Window]] = {}
         full = self._pool(1)
         self.base_steps = max(1, len(full) // s["batch_size"])

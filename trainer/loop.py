@@ -172,19 +172,22 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
                 g["lr"] = lr * factor
             opt.zero_grad(set_to_none=True)
             parts: dict[str, float] = defaultdict(float)
+            step_loss = 0.0
             for i, micro in enumerate(micros):
                 last = i == len(micros) - 1
                 with nullcontext() if last or not d.active else model.no_sync():
                     with autocast:
                         loss, local = stage.loss(model, micro, normaliser)
                     scaler.scale(loss * d.world).backward()
+                step_loss += float(loss.detach())
                 for k, v in local.items():
                     parts[k] += v
             keys = sorted(parts)
-            total = d.sum(torch.tensor([parts[k] for k in keys], dtype=torch.float64))
-            parts = dict(zip(keys, total.tolist()))
-            if not all(math.isfinite(v) for v in parts.values()):
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+            total = d.sum(torch.tensor([step_loss, *(parts[k] for k in keys)], dtype=torch.float64))
+            step_loss, *values = total.tolist()
+            parts = dict(zip(keys, values))
+            if not all(math.isfinite(v) for v in (step_loss, *values)):
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in {"loss": step_loss, **parts}.items())
                 raise LofiError(
                     f"{stage.name}: non-finite loss at epoch {epoch + 1} step {step + 1} "
                     f"(global step {progress['global_step'] + 1}): {shown}"

@@ -13,7 +13,7 @@ from lofi.runtime.annotations import load_ground_truth
 from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import build_encoder
 from lofi.trainer.data import FrameCache, clip_batch, clip_starts, crop_boxes
-from lofi.trainer.distributed import Dist
+from lofi.trainer.distributed import Dist, sync_batchnorm
 from lofi.trainer.features import encode
 from lofi.trainer.loop import Stage
 
@@ -56,8 +56,7 @@ class PretrainStage(Stage):
         self.model = Classifier(self.encoder, len(self.labels), cfg, dev).to(dev)
         t = cfg["train"]
         self.encoder.set_memory(t["checkpointing"], t["channels_last"])
-        if t["sync_bn"] and dist.active:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model = sync_batchnorm(self.model, t["sync_bn"], dev, dist)
         self.steps = max(1, len(self.train) // self.s["batch_size"])
         self.span = cfg["data"]["k"] * cfg["data"]["frame_stride"]
 
