@@ -113,3 +113,31 @@ def test_resize_mode_trains_and_is_refused_by_the_streaming_export(caches, tmp_p
     assert len(json.loads((tmp_path / "head" / "metrics.json").read_text())["validation"]["mAP"])
     with pytest.raises(LofiError, match="data.mode=window"):
         export_bundle(head, tmp_path / "bundle")
+
+
+def test_acp_plus_finetunes_on_the_untrimmed_segments(caches, tmp_path):
+    from lofi.runtime.annotations import load_ground_truth
+    from lofi.trainer.checkpoint import load_checkpoint
+    from lofi.trainer.data import segment_clips
+
+    from tests.conftest import with_data
+
+    gt = load_ground_truth(caches / "annotations.json")
+    cache = FrameCache(caches / "cache")
+    clips = segment_clips(gt, cache, "training")
+    segs = [s for i in gt.subset("training").videos.values() for s in i.segments]
+    assert len(clips) == len(segs)
+    for c, s in zip(clips, segs):  # frames of the instance itself, at the cache's fps
+        assert c.video == s.video and gt.labels[c.label] == s.label
+        assert abs(c.first - s.start * cache.fps) <= 0.5 and abs(c.last - s.end * cache.fps) <= 0.5
+    cfg = with_data(tiny_config(), caches)
+    cfg["pretrain"].update(epochs=1, batch_size=4)
+    acp = RUNNERS["pretrain"](cfg, tmp_path / "acp")
+    cfg["pretrain"].update(source="segments", init=str(acp), lr=0.0)
+    plus = RUNNERS["pretrain"](cfg, tmp_path / "acp_plus")
+    a, b = load_checkpoint(acp), load_checkpoint(plus)
+    assert b["clip_labels"] == gt.labels and a["clip_labels"] != gt.labels
+    # lr 0: the encoder is exactly the ACP one it started from (BN statistics aside)
+    for k, v in a["encoder"].items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, b["encoder"][k]), k

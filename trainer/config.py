@@ -44,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
         "checkpoint_every": 0,
     },
     "pretrain": {
+        "source": "clips",
+        "init": None,
         "epochs": 8,
         "batch_size": 32,
         "optimizer": "adamw",

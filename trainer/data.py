@@ -158,29 +158,57 @@ def gather_batch(cache: FrameCache, windows: list[Window]) -> tuple[torch.Tensor
     return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
 
 
-def clip_starts(
-    cache: FrameCache, clips: list[tuple[str, int]], span: int, rng: np.random.Generator
-) -> list[int]:
-    """A random first frame per trimmed clip (drawn for a whole global batch, then sharded)."""
-    return [int(rng.integers(0, max(1, len(cache.frames(v)) - span + 1))) for v, _ in clips]
+@dataclass(frozen=True)
+class Clip:
+    """A labelled span of one cached video: a whole trimmed clip, or an action segment trimmed
+    from an untrimmed video (ACP+)."""
+
+    video: str
+    first: int  # frame range [first, last)
+    last: int
+    label: int
+
+
+def clip_starts(clips: list[Clip], span: int, rng: np.random.Generator) -> list[int]:
+    """A random first frame per clip (drawn for a whole global batch, then sharded)."""
+    return [int(rng.integers(c.first, max(c.first + 1, c.last - span + 1))) for c in clips]
 
 
 def clip_batch(
-    cache: FrameCache,
-    clips: list[tuple[str, int]],
-    starts: list[int],
-    k: int,
-    frame_stride: int,
+    cache: FrameCache, clips: list[Clip], starts: list[int], k: int, frame_stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One snippet per trimmed clip from its start frame: (frames, (B, 1, k) index)."""
+    """One snippet per clip from its start frame: (frames, (B, 1, k) index)."""
     chunks, index, base = [], [], 0
-    for (vid, _), start in zip(clips, starts):
-        frames = cache.frames(vid)
+    for clip, start in zip(clips, starts):
+        frames = cache.frames(clip.video)
         idx = np.minimum(start + np.arange(k) * frame_stride, len(frames) - 1)
         chunks.append(np.asarray(frames[idx]))
         index.append(torch.arange(k)[None] + base)
         base += k
     return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
+
+
+def trimmed_clips(gt: GroundTruth, cache: FrameCache, subset: str) -> list[Clip]:
+    """Each video of a trimmed-clip set as one clip, labelled by its (first) segment."""
+    return [
+        Clip(v, 0, len(cache.frames(v)), gt.labels.index(i.segments[0].label))
+        for v, i in gt.videos.items()
+        if i.subset == subset and i.segments
+    ]
+
+
+def segment_clips(gt: GroundTruth, cache: FrameCache, subset: str) -> list[Clip]:
+    """Every action instance of an untrimmed set as a clip of its own frames (ACP+)."""
+    out = []
+    for v, info in gt.videos.items():
+        if info.subset != subset:
+            continue
+        n = len(cache.frames(v))
+        for s in info.segments:
+            first = min(n - 1, max(0, int(round(s.start * cache.fps))))
+            last = min(n, max(first + 1, int(round(s.end * cache.fps))))
+            out.append(Clip(v, first, last, gt.labels.index(s.label)))
+    return out
 
 
 def snippet_spec(cfg: dict) -> SnippetSpec:

@@ -11,8 +11,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from lofi.runtime.annotations import load_ground_truth
 from lofi.runtime.errors import LofiError
-from lofi.trainer.checkpoint import build_encoder
-from lofi.trainer.data import FrameCache, clip_batch, clip_starts, crop_boxes
+from lofi.trainer.checkpoint import build_encoder, init_encoder
+from lofi.trainer.data import (
+    FrameCache,
+    clip_batch,
+    clip_starts,
+    crop_boxes,
+    segment_clips,
+    trimmed_clips,
+)
 from lofi.trainer.distributed import Dist, sync_batchnorm
 from lofi.trainer.features import encode
 from lofi.trainer.loop import Stage
@@ -30,29 +37,37 @@ class Classifier(nn.Module):
 
 
 class PretrainStage(Stage):
+    """ACP (`source: clips`, a trimmed-clip set) or ACP+ (`source: segments`, the untrimmed
+    training set's own action segments, usually from an ACP checkpoint via `init`)."""
+
     name, stream, best_key = "pretrain", 1, "val_acc"
 
     def __init__(self, cfg: dict, dev: torch.device, dist: Dist):
         super().__init__(cfg, dev, dist)
-        for key in ("clips", "clip_cache"):
-            if not cfg["data"].get(key):
-                raise LofiError(f"config needs data.{key}")
-        gt = load_ground_truth(cfg["data"]["clips"])
-        self.cache = FrameCache(cfg["data"]["clip_cache"])
+        if self.s["source"] == "segments":  # ACP+: the target's own action segments
+            for key in ("annotations", "cache"):
+                if not cfg["data"].get(key):
+                    raise LofiError(f"config needs data.{key} for pretrain.source=segments")
+            gt = load_ground_truth(cfg["data"]["annotations"])
+            self.cache = FrameCache(cfg["data"]["cache"])
+            pick = segment_clips
+        elif self.s["source"] == "clips":
+            for key in ("clips", "clip_cache"):
+                if not cfg["data"].get(key):
+                    raise LofiError(f"config needs data.{key}")
+            gt = load_ground_truth(cfg["data"]["clips"])
+            self.cache = FrameCache(cfg["data"]["clip_cache"])
+            pick = trimmed_clips
+        else:
+            raise LofiError(f"pretrain.source must be clips or segments, not {self.s['source']!r}")
         self.labels = gt.labels
-
-        def subset(name: str) -> list[tuple[str, int]]:
-            return [
-                (v, self.labels.index(i.segments[0].label))
-                for v, i in gt.videos.items()
-                if i.subset == name and i.segments
-            ]
-
-        self.train, self.val = subset("training"), subset("validation")
+        self.train = pick(gt, self.cache, "training")
+        self.val = pick(gt, self.cache, "validation")
         if not self.train:
             raise LofiError("no training clips with a label")
         torch.manual_seed(cfg["seed"])
-        self.encoder = build_encoder(cfg).to(dev)
+        self.encoder = build_encoder(cfg, pretrained=not self.s["init"]).to(dev)
+        init_encoder(self.encoder, self.s["init"])
         self.model = Classifier(self.encoder, len(self.labels), cfg, dev).to(dev)
         t = cfg["train"]
         self.encoder.set_memory(t["checkpointing"], t["channels_last"])
@@ -80,7 +95,7 @@ class PretrainStage(Stage):
     def batch(self, epoch: int, step: int, rng: np.random.Generator):
         bs = self.s["batch_size"]
         clips = [self.train[i] for i in self.order[step * bs : (step + 1) * bs]]
-        starts = clip_starts(self.cache, clips, self.span, rng)
+        starts = clip_starts(clips, self.span, rng)
         h, w = self.cache.size
         boxes = crop_boxes(len(clips), h, w, self.s["crop_scale"], rng)
         return self.micro_batches(list(zip(clips, starts, boxes))), float(len(clips)), 1.0
@@ -90,7 +105,7 @@ class PretrainStage(Stage):
         d = self.cfg["data"]
         frames, index = clip_batch(self.cache, list(clips), list(starts), d["k"], d["frame_stride"])
         logits = model(frames, index, torch.stack(boxes), self.cache.size)
-        target = torch.tensor([c for _, c in clips], device=self.dev)
+        target = torch.tensor([c.label for c in clips], device=self.dev)
         loss = F.cross_entropy(logits.float(), target, reduction="sum") / normaliser
         correct = float((logits.argmax(1) == target).sum())
         return loss, {"loss": loss.item(), "correct": correct}
@@ -112,10 +127,10 @@ class PretrainStage(Stage):
         correct = 0
         for i in range(0, len(self.val), 64):
             batch = self.val[i : i + 64]
-            starts = clip_starts(self.cache, batch, self.span, rng)
+            starts = clip_starts(batch, self.span, rng)
             frames, index = clip_batch(self.cache, batch, starts, d["k"], d["frame_stride"])
             logits = self.model(frames, index, crop_boxes(len(batch), h, w, None, rng), (h, w))
-            correct += int((logits.argmax(1).cpu() == torch.tensor([c for _, c in batch])).sum())
+            correct += int((logits.argmax(1).cpu() == torch.tensor([c.label for c in batch])).sum())
         return {"val_acc": correct / len(self.val)}
 
     def extra(self) -> dict[str, Any]:
