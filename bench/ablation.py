@@ -1,0 +1,231 @@
+"""The paper's Tables 1 and 2 in miniature on Synth-TAL: pre-training and LoFi configurations,
+each followed by the same frozen-encoder head stage, over several seeds.
+
+Rows: no pre-training (random encoder, the closest Synth-TAL has to ICP), ACP, ACP+, LoFi S, T,
+ST, short cycle, long cycle, and full-fidelity end to end. Each seed renders its own Synth-TAL
+and initialises its own models. Every stage runs with --resume, and each finished row leaves a
+result.json, so an interrupted ablation continues where it stopped.
+
+    python bench/ablation.py --out bench/results/ablation --seeds 0 1 2
+    python bench/ablation.py --preset tiny --out /tmp/abl --seeds 0   # a minute, a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+from lofi.trainer.checkpoint import build_encoder, save_checkpoint
+from lofi.trainer.config import load_config
+from lofi.trainer.data import prepare_cache
+from lofi.trainer.fidelity import FidelitySchedule
+from lofi.trainer.planner import measure_step
+from lofi.trainer.stages import run_stage
+from lofi.trainer.synth import SynthConfig, generate
+
+ROWS = ("none", "ACP", "ACP+", "S", "T", "ST", "short_cycle", "long_cycle", "full")
+LOFI_ROWS = ("S", "T", "ST", "short_cycle", "long_cycle", "full")
+PRESETS = {
+    # the demo's benchmark and schedule
+    "full": {"synth": {}, "overrides": []},
+    "tiny": {
+        "synth": dict(
+            train_videos=3,
+            val_videos=2,
+            classes=4,
+            clip_classes=4,
+            clips_per_class=4,
+            height=32,
+            width=32,
+            min_duration=12,
+            max_duration=16,
+        ),
+        "overrides": [
+            "pretrain.epochs=1",
+            "lofi.epochs=1",
+            "head.epochs=2",
+            "model.width=8",
+            "model.head_dim=16",
+            "pretrain.batch_size=4",
+        ],
+    },
+}
+TIOUS_SHOWN = {"0.5": 0, "0.75": 5, "0.95": 9}
+
+
+def prepare(seed_dir: Path, synth: SynthConfig) -> list[str]:
+    syn = seed_dir / "synth"
+    if not (syn / "clip_cache" / "index.json").is_file():
+        generate(syn, synth)
+        size = (synth.height, synth.width)
+        prepare_cache(syn / "annotations.json", syn / "videos", syn / "cache", synth.fps, size)
+        prepare_cache(syn / "clips.json", syn / "clips", syn / "clip_cache", synth.fps, size)
+    return [
+        f"data.annotations={syn / 'annotations.json'}",
+        f"data.cache={syn / 'cache'}",
+        f"data.clips={syn / 'clips.json'}",
+        f"data.clip_cache={syn / 'clip_cache'}",
+    ]
+
+
+def random_encoder(cfg: dict, path: Path) -> Path:
+    """A checkpoint of a randomly initialised encoder: the no-pre-training row."""
+    if not path.is_file():
+        torch.manual_seed(cfg["seed"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        enc = build_encoder(cfg, pretrained=False)
+        save_checkpoint(path, {"stage": "pretrain", "config": cfg, "encoder": enc.state_dict()})
+    return path
+
+
+def activation_bytes(cfg: dict, row: str, size: tuple[int, int]) -> int | None:
+    """Peak activations of one training step of the row's encoder training (None: frozen)."""
+    sched = FidelitySchedule()
+    if row in ("none",):
+        return None
+    if row in ("ACP", "ACP+"):
+        return None  # classification steps are single snippets; not the memory in question
+    names = {"short_cycle": ("S", "T", "ST"), "long_cycle": ("S", "T", "ST")}.get(row, (row,))
+    return max(measure_step(cfg, size, sched.configs()[n]).activations for n in names)
+
+
+def run_row(row: str, seed_dir: Path, base: list[str], extra: list[str]) -> dict:
+    out = seed_dir / row
+    result = out / "result.json"
+    if result.is_file():
+        return json.loads(result.read_text())
+    cfg_path = str(files("lofi.configs") / "demo.yaml")
+
+    def cfg(*more: str) -> dict:
+        return load_config(cfg_path, [*base, *extra, *more])
+
+    t0 = time.perf_counter()
+    acp = seed_dir / "ACP" / "pretrain" / "checkpoint.pt"
+    if row != "none":
+        run_stage("pretrain", cfg(), acp.parent, resume=True)
+    if row == "none":
+        init = random_encoder(cfg(), out / "random" / "checkpoint.pt")
+    elif row == "ACP":
+        init = acp
+    elif row == "ACP+":
+        init = run_stage(
+            "pretrain",
+            cfg("pretrain.source=segments", f"pretrain.init={acp}"),
+            out / "plus",
+            resume=True,
+        )
+    else:
+        init = run_stage(
+            "lofi", cfg(f"lofi.schedule={row}", f"lofi.init={acp}"), out / "lofi", resume=True
+        )
+    head = run_stage("head", cfg(f"head.init={init}"), out / "head", resume=True)
+    metrics = json.loads((head.parent / "metrics.json").read_text())["validation"]
+    c = cfg()
+    size = tuple(
+        json.loads((Path(c["data"]["cache"]) / "index.json").read_text())[k]
+        for k in ("height", "width")
+    )
+    res = {
+        "row": row,
+        "mAP": metrics["mAP"],
+        "tiou": metrics["tiou"],
+        "average_mAP": metrics["average_mAP"],
+        "per_class": metrics.get("per_class"),
+        "activation_bytes": activation_bytes(c, row, size),
+        "wall_s": time.perf_counter() - t0,
+    }
+    result.write_text(json.dumps(res, indent=1))
+    return res
+
+
+def t_interval(diffs: list[float]) -> tuple[float, float]:
+    """Mean and 95% half-width of a paired difference (Student t)."""
+    t95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+    n = len(diffs)
+    mean = statistics.mean(diffs)
+    if n < 2:
+        return mean, math.inf
+    return mean, t95.get(n - 1, 2.262) * statistics.stdev(diffs) / math.sqrt(n)
+
+
+def summarise(results: dict[int, dict[str, dict]]) -> dict:
+    table = {}
+    for row in ROWS:
+        runs = [r[row] for r in results.values() if row in r]
+        if not runs:
+            continue
+        cols = {name: [100 * x["mAP"][i] for x in runs] for name, i in TIOUS_SHOWN.items()}
+        cols["avg"] = [100 * x["average_mAP"] for x in runs]
+        table[row] = {
+            "n": len(runs),
+            **{k: (statistics.mean(v), statistics.pstdev(v)) for k, v in cols.items()},
+            "activation_MiB": (runs[0]["activation_bytes"] or 0) / 2**20,
+            "wall_s": statistics.mean(x["wall_s"] for x in runs),
+        }
+    paired = [
+        100 * (r["long_cycle"]["average_mAP"] - r["ACP"]["average_mAP"])
+        for r in results.values()
+        if "long_cycle" in r and "ACP" in r
+    ]
+    out = {"table": table}
+    if paired:
+        mean, half = t_interval(paired)
+        out["long_minus_ACP_avg_mAP"] = {"diffs": paired, "mean": mean, "ci95": half}
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(summary["table"])
+    means = [summary["table"][r]["avg"][0] for r in rows]
+    stds = [summary["table"][r]["avg"][1] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    ax.bar(rows, means, yerr=stds, capsize=4, color="#4c72b0")
+    ax.set_ylabel("average mAP (%)")
+    ax.set_title("Synth-TAL ablation (mean and std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("bench/results/ablation"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    ap.add_argument("--preset", default="full", choices=list(PRESETS))
+    ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
+    args = ap.parse_args()
+    preset = PRESETS[args.preset]
+    results: dict[int, dict[str, dict]] = {}
+    for seed in args.seeds:
+        seed_dir = args.out / f"seed{seed}"
+        base = prepare(seed_dir, SynthConfig(seed=seed, **preset["synth"]))
+        extra = [*preset["overrides"], *args.overrides, f"seed={seed}"]
+        results[seed] = {}
+        for row in args.rows:
+            t = time.perf_counter()
+            results[seed][row] = run_row(row, seed_dir, base, extra)
+            print(
+                f"seed {seed} {row:12} avg mAP {100 * results[seed][row]['average_mAP']:.2f} "
+                f"({time.perf_counter() - t:.0f}s)",
+                flush=True,
+            )
+    summary = summarise(results)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot(summary, args.out / "ablation.png")
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
