@@ -87,6 +87,10 @@ class Stage(ABC):
         """Checkpoint fields besides the modules (labels, input size ...)."""
         return {}
 
+    def after_step(self) -> None:
+        """Called after every optimiser step (e.g. to update an EMA of the weights)."""
+        return None
+
     def micro_batches(self, items: list[Any]) -> list[list[Any]]:
         """This process's shard of a global batch, split for gradient accumulation."""
         mine = self.dist.shard(items)
@@ -192,8 +196,14 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
                     f"{stage.name}: non-finite loss at epoch {epoch + 1} step {step + 1} "
                     f"(global step {progress['global_step'] + 1}): {shown}"
                 )
+            if s.get("clip_grad"):
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(
+                    [p for g in opt.param_groups for p in g["params"]], s["clip_grad"]
+                )
             scaler.step(opt)
             scaler.update()
+            stage.after_step()
             for k, v in parts.items():
                 sums[k] += v
             progress["global_step"] += 1
