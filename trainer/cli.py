@@ -101,8 +101,19 @@ def train_cli() -> None:
     """
 
 
+OPTIONS_HELP = """\b
+Memory and scale options (config `train:` section or --set train.KEY=VALUE):
+  precision=fp32|bf16|fp16   checkpointing=none|stages|chunks:N
+  accumulate=N (micro-batches)   channels_last=true   sync_bn=true (GPUs)
+  checkpoint_every=N (steps; resumable exactly with --resume)
+Per stage: validate_every=N epochs, clip_grad=MAX_NORM; pretrain.source=clips (ACP) or
+segments (ACP+, with pretrain.init=ACP checkpoint); lofi.schedule=full|S|T|ST|long_cycle|
+short_cycle|multigrid_long|multigrid_short.
+"""
+
+
 def _stage_command(stage: str, help_text: str) -> None:
-    @train_cli.command(stage, help=help_text)
+    @train_cli.command(stage, help=help_text, epilog=OPTIONS_HELP)
     @click.option(
         "--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml)."
     )

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, Any] = {
         "momentum": 0.9,
         "crop_scale": [0.8, 1.0],
         "validate_every": 1,
+        "clip_grad": 0.0,
     },
     "lofi": {
         "init": None,
@@ -73,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
         "freeze_bn": True,
         "crop_scale": [0.8, 1.0],
         "validate_every": 1,
+        "clip_grad": 0.0,
     },
     "head": {
         "init": None,
