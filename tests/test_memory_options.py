@@ -156,16 +156,16 @@ def _weights(ckpt: dict) -> dict[str, torch.Tensor]:
 
 @pytest.mark.usefixtures("no_plots")
 def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_path, monkeypatch):
-    import lofi.trainer.lofi_stage as lofi_stage
+    import lofi.trainer.head_kinds as kinds
 
     micro: list[int] = []  # windows per micro-batch (the losses' calls)
-    real = lofi_stage.detection_loss
+    real = kinds.detection_loss
 
     def spy(outputs, targets, *args, **kwargs):
         micro.append(len(targets))
         return real(outputs, targets, *args, **kwargs)
 
-    monkeypatch.setattr(lofi_stage, "detection_loss", spy)
+    monkeypatch.setattr(kinds, "detection_loss", spy)
     # One step of 4 windows with plain SGD, so each weight moves by lr x its gradient (Adam's
     # first step is ~lr x sign(g) and would hide a wrongly scaled gradient); the encoder's
     # gradients are ~1e-5, so its large rate lifts the moves well above float32 rounding
@@ -206,16 +206,16 @@ def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_pa
 def test_low_precision_runs_under_autocast(
     tiny_synth, cache, tmp_path, monkeypatch, precision, dtype
 ):
-    import lofi.trainer.lofi_stage as lofi_stage
+    import lofi.trainer.head_kinds as kinds
 
     seen: list[torch.dtype] = []
-    real = lofi_stage.detection_loss
+    real = kinds.detection_loss
 
     def spy(outputs, *args, **kwargs):
         seen.extend(cls.dtype for cls, _ in outputs)  # (reg goes through an fp32 Scale)
         return real(outputs, *args, **kwargs)
 
-    monkeypatch.setattr(lofi_stage, "detection_loss", spy)
+    monkeypatch.setattr(kinds, "detection_loss", spy)
     cfg = lofi_cfg(tiny_synth, cache)
     cfg["train"]["precision"] = precision
     ckpt = load_checkpoint(RUNNERS["lofi"](cfg, tmp_path / precision))
@@ -324,16 +324,16 @@ def test_multigrid_long_trains_with_larger_coarser_batches(
 
 @pytest.mark.usefixtures("no_plots")
 def test_nan_loss_stops_the_run(tiny_synth, cache, tmp_path, monkeypatch):
-    import lofi.trainer.lofi_stage as lofi_stage
+    import lofi.trainer.head_kinds as kinds
 
-    real = lofi_stage.detection_loss
+    real = kinds.detection_loss
 
     def nan_loss(*args, **kwargs):
         loss, parts = real(*args, **kwargs)
         nan = float("nan")
         return loss * nan, {**parts, "loss_cls": parts["loss_cls"] * nan}
 
-    monkeypatch.setattr(lofi_stage, "detection_loss", nan_loss)
+    monkeypatch.setattr(kinds, "detection_loss", nan_loss)
     cfg = lofi_cfg(tiny_synth, cache)
     with pytest.raises(LofiError, match=r"non-finite loss at epoch 1 step 1") as err:
         RUNNERS["lofi"](cfg, tmp_path / "nan")
@@ -345,15 +345,15 @@ def test_nan_loss_stops_the_run(tiny_synth, cache, tmp_path, monkeypatch):
 
 
 def test_a_nan_loss_with_finite_parts_stops_too(tiny_synth, cache, tmp_path, monkeypatch):
-    import lofi.trainer.lofi_stage as lofi_stage
+    import lofi.trainer.head_kinds as kinds
 
-    real = lofi_stage.detection_loss
+    real = kinds.detection_loss
 
     def nan_loss(*args, **kwargs):
         loss, parts = real(*args, **kwargs)
         return loss * float("nan"), parts
 
-    monkeypatch.setattr(lofi_stage, "detection_loss", nan_loss)
+    monkeypatch.setattr(kinds, "detection_loss", nan_loss)
     with pytest.raises(LofiError, match=r"non-finite loss at epoch 1 step 1.*loss=nan"):
         RUNNERS["lofi"](lofi_cfg(tiny_synth, cache), tmp_path / "nan")
 

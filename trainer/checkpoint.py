@@ -103,8 +103,14 @@ def build_encoder(cfg: dict, pretrained: bool = True) -> SnippetEncoder:
     return SnippetEncoder(m["backbone"], cfg["data"]["k"], m["width"], weights)
 
 
-def build_head(cfg: dict, in_dim: int, num_classes: int) -> PyramidHead:
+def build_head(cfg: dict, in_dim: int, num_classes: int) -> torch.nn.Module:
     m = cfg["model"]
+    if m["head"] == "gtad":
+        from lofi.trainer.gtad import GTADHead
+
+        return GTADHead(in_dim, num_classes, length=cfg["data"]["window"], **m["gtad"])
+    if m["head"] != "pyramid":
+        raise LofiError(f"model.head must be pyramid or gtad, not {m['head']!r}")
     return PyramidHead(in_dim, num_classes, m["head_dim"], m["levels"], dropout=m["head_dropout"])
 
 

@@ -26,6 +26,19 @@ DEFAULTS: dict[str, Any] = {
     },
     "model": {
         "backbone": "tiny",
+        "head": "pyramid",
+        # G-TAD's sizes (model.head: gtad; resize protocol, T = data.window)
+        "gtad": {
+            "max_duration": None,
+            "dim": 256,
+            "groups": 32,
+            "width_group": 4,
+            "k": 3,
+            "samples": 16,
+            "context": 0.5,
+            "map_dim": 512,
+            "hidden_2d": 128,
+        },
         "width": 16,
         "weights": None,
         "head_dim": 128,

@@ -217,6 +217,12 @@ def snippet_spec(cfg: dict) -> SnippetSpec:
         raise LofiError("data.mode must be 'window' or 'resize'")
     levels = cfg["model"]["levels"]
     spec = SnippetSpec(d["k"], d["frame_stride"], d["hop"], d["window"], d["mode"])
+    if cfg["model"]["head"] == "gtad":
+        if spec.mode != "resize":
+            raise LofiError("model.head=gtad needs data.mode=resize (snippets over whole videos)")
+        if spec.window < 8:
+            raise LofiError("data.window must be at least 8 snippets for model.head=gtad")
+        return spec
     if spec.window % (2 ** (levels - 1) * 4):
         raise LofiError(
             f"data.window must be a multiple of {2 ** (levels - 1) * 4} (largest stride x r_t)"

@@ -6,16 +6,12 @@ validation; decoding, NMS and mAP are the runtime's, so training and deployment 
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn as nn
 from lofi.cpp_ext import lofi_sample
 from lofi.runtime.annotations import GroundTruth
 from lofi.runtime.evaluation import TIOU_PRESETS, MapReport, evaluate
-from lofi.runtime.postprocess import PostConfig
-from lofi.runtime.streaming import HeadGeometry, detect
 from lofi.trainer.data import FrameCache, SnippetSpec, Window
 from lofi.trainer.run import bar
 
@@ -96,25 +92,15 @@ def evaluate_head(
     labels: list[str],
 ) -> MapReport:
     """Whole-video head inference + the runtime's decoding, NMS and mAP (one implementation)."""
+    from lofi.trainer.head_kinds import head_kind
+
     head.eval()
-    dev = next(head.parameters()).device
-    top = max(head.strides)
+    kind = head_kind(head, cfg)
     segments = []
     for vid, f in feats.items():
         n_frames = len(cache.frames(vid))
         grid, _ = spec.grid(cache.fps, n_frames, 1)
-        n = len(f)
-        x = torch.zeros(max(top, math.ceil(n / top) * top), f.shape[1])
-        x[:n] = f
-        outs = [(c[0].cpu().numpy(), r[0].cpu().numpy()) for c, r in head(x.T[None].to(dev))]
-        geo = HeadGeometry(
-            labels,
-            grid,
-            head.strides,
-            cfg["model"]["max_reach"],
-            PostConfig.from_dict(cfg["postprocess"]),
-        )
-        segments += detect(outs, geo, n, n_frames / cache.fps, vid)
+        segments += kind.detect(f, grid, n_frames / cache.fps, labels, vid)
     return evaluate(gt, segments, TIOU_PRESETS["anet"])
 
 

@@ -11,11 +11,11 @@ import torch
 import torch.nn as nn
 from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import build_encoder, build_head, load_checkpoint, load_state
-from lofi.trainer.data import snippet_spec, untrimmed, video_windows, window_targets
+from lofi.trainer.data import snippet_spec, untrimmed, video_windows
 from lofi.trainer.distributed import Dist
 from lofi.trainer.features import evaluate_head, extract_features, map_values, window_features
+from lofi.trainer.head_kinds import head_kind
 from lofi.trainer.loop import Stage
-from lofi.trainer.losses import count_positives, detection_loss
 
 
 class HeadStage(Stage):
@@ -45,7 +45,8 @@ class HeadStage(Stage):
         self.windows = video_windows(self.train_gt, self.cache, self.spec, 1, self.labels)
         self.x = window_features(self.train_feats, self.windows)
         self.valid = torch.stack([w.valid() for w in self.windows])
-        self.targets = window_targets(self.windows, self.head.strides, len(self.labels))
+        self.kind = head_kind(self.head, cfg)
+        self.targets = self.kind.targets(self.windows, len(self.labels))
 
     def modules(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "head": self.head}
@@ -63,25 +64,14 @@ class HeadStage(Stage):
     def batch(self, epoch: int, step: int, rng: np.random.Generator):
         bs = self.s["batch_size"]
         sel = [int(i) for i in self.order[step * bs : (step + 1) * bs]]
-        normaliser = count_positives(
-            [self.targets[i] for i in sel], self.valid[sel], self.head.strides
-        )
+        normaliser = self.kind.normaliser([self.targets[i] for i in sel], self.valid[sel])
         return self.micro_batches(sel), normaliser, 1.0
 
     def loss(self, model: nn.Module, micro: list, normaliser: float):
         valid = self.valid[micro].to(self.dev)
         x = self.x[micro].to(self.dev) * valid[..., None]
-        return detection_loss(
-            model(x.transpose(1, 2)),
-            [self.targets[i] for i in micro],
-            valid,
-            self.head.strides,
-            max(1.0, normaliser),
-        )
-
-    def summarise(self, sums: dict[str, float], steps: int) -> dict[str, Any]:
-        parts = {k: v / steps for k, v in sums.items()}
-        return {"loss": parts["loss_cls"] + parts["loss_reg"], **parts}
+        targets = [self.targets[i] for i in micro]
+        return self.kind.loss(model(x.transpose(1, 2)), targets, valid, normaliser)
 
     def validate(self, epoch: int) -> dict[str, Any]:
         report = evaluate_head(

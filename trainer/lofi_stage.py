@@ -15,14 +15,13 @@ from lofi.trainer.data import (
     snippet_spec,
     untrimmed,
     video_windows,
-    window_targets,
 )
 from lofi.trainer.detector import Detector
 from lofi.trainer.distributed import Dist, sync_batchnorm
 from lofi.trainer.features import evaluate_head, extract_features, map_values
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
+from lofi.trainer.head_kinds import head_kind
 from lofi.trainer.loop import Stage
-from lofi.trainer.losses import count_positives, detection_loss
 
 
 class LofiStage(Stage):
@@ -40,6 +39,7 @@ class LofiStage(Stage):
         encoder = build_encoder(cfg, pretrained=not s["init"]).to(dev)
         init_encoder(encoder, s["init"])
         head = build_head(cfg, encoder.out_dim, len(self.labels)).to(dev)
+        self.kind = head_kind(head, cfg)
         t = cfg["train"]
         encoder.set_memory(t["checkpointing"], t["channels_last"])
         self.model = Detector(encoder, head, cfg, dev)
@@ -91,9 +91,8 @@ class LofiStage(Stage):
         windows = [pool[i] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
         h, w = self.cache.size
         boxes = crop_boxes(n, h, w, self.s["crop_scale"], rng)
-        targets = window_targets(windows, self.model.head.strides, len(self.labels))
-        valid = torch.stack([b.valid() for b in windows])
-        normaliser = count_positives(targets, valid, self.model.head.strides)
+        targets = self.kind.targets(windows, len(self.labels))
+        normaliser = self.kind.normaliser(targets, torch.stack([b.valid() for b in windows]))
         items = [(win, box, t, fid) for win, box, t in zip(windows, boxes, targets)]
         return self.micro_batches(items), normaliser, float(fid.batch_scale)
 
@@ -103,19 +102,13 @@ class LofiStage(Stage):
         valid = torch.stack([b.valid() for b in windows]).to(self.dev)
         size = fids[0].size(*self.cache.size)
         outs = model(frames, index, torch.stack(boxes), size, valid)
-        loss, parts = detection_loss(
-            outs, list(targets), valid, self.model.head.strides, max(1.0, normaliser)
-        )
+        loss, parts = self.kind.loss(outs, list(targets), valid, normaliser)
         return loss, {**parts, f"fidelity:{fids[0].name}": 1.0}
 
     def summarise(self, sums: dict[str, float], steps: int) -> dict[str, Any]:
         used = sorted(k.split(":", 1)[1] for k in sums if k.startswith("fidelity:"))
-        return {
-            "loss": (sums["loss_cls"] + sums["loss_reg"]) / steps,
-            "loss_cls": sums["loss_cls"] / steps,
-            "loss_reg": sums["loss_reg"] / steps,
-            "fidelity": "+".join(used),
-        }
+        losses = {k: v / steps for k, v in sums.items() if k.startswith("loss")}
+        return {**losses, "fidelity": "+".join(used)}
 
     def validate(self, epoch: int) -> dict[str, Any]:
         if not self.val_gt.videos:
