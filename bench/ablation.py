@@ -2,7 +2,8 @@
 each followed by the same frozen-encoder head stage, over several seeds.
 
 Rows: no pre-training (random encoder, the closest Synth-TAL has to ICP), ACP, ACP+, LoFi S, T,
-ST, short cycle, long cycle, and full-fidelity end to end. Each seed renders its own Synth-TAL
+ST, short cycle, long cycle, and full-fidelity end to end, with the pyramid head; ACP and long
+cycle again with the G-TAD head (`/gtad`, resize protocol). Each seed renders its own Synth-TAL
 and initialises its own models. Every stage runs with --resume, and each finished row leaves a
 result.json, so an interrupted ablation continues where it stopped.
 
@@ -29,7 +30,31 @@ from lofi.trainer.planner import measure_step
 from lofi.trainer.stages import run_stage
 from lofi.trainer.synth import SynthConfig, generate
 
-ROWS = ("none", "ACP", "ACP+", "S", "T", "ST", "short_cycle", "long_cycle", "full")
+ROWS = (
+    "none",
+    "ACP",
+    "ACP+",
+    "S",
+    "T",
+    "ST",
+    "short_cycle",
+    "long_cycle",
+    "full",
+    "ACP/gtad",
+    "long_cycle/gtad",
+)
+# G-TAD on Synth-TAL: the resize protocol (64 snippets over each video), CPU-sized widths
+GTAD = [
+    "model.head=gtad",
+    "data.mode=resize",
+    "data.window=64",
+    "model.gtad.dim=64",
+    "model.gtad.groups=8",
+    "model.gtad.map_dim=64",
+    "model.gtad.hidden_2d=32",
+    "model.gtad.samples=8",
+    "postprocess.score_threshold=0.001",
+]
 LOFI_ROWS = ("S", "T", "ST", "short_cycle", "long_cycle", "full")
 PRESETS = {
     # the demo's benchmark and schedule
@@ -95,20 +120,22 @@ def activation_bytes(cfg: dict, row: str, size: tuple[int, int]) -> int | None:
     return max(measure_step(cfg, size, sched.configs()[n]).activations for n in names)
 
 
-def run_row(row: str, seed_dir: Path, base: list[str], extra: list[str]) -> dict:
-    out = seed_dir / row
+def run_row(name: str, seed_dir: Path, base: list[str], extra: list[str]) -> dict:
+    out = seed_dir / name.replace("/", "-")
     result = out / "result.json"
     if result.is_file():
         return json.loads(result.read_text())
+    row, _, head_type = name.partition("/")
     cfg_path = str(files("lofi.configs") / "demo.yaml")
+    head_options = GTAD if head_type == "gtad" else []
 
     def cfg(*more: str) -> dict:
-        return load_config(cfg_path, [*base, *extra, *more])
+        return load_config(cfg_path, [*base, *extra, *head_options, *more])
 
     t0 = time.perf_counter()
     acp = seed_dir / "ACP" / "pretrain" / "checkpoint.pt"
-    if row != "none":
-        run_stage("pretrain", cfg(), acp.parent, resume=True)
+    if row != "none":  # shared by every row of the seed (the encoder does not see the head)
+        run_stage("pretrain", load_config(cfg_path, [*base, *extra]), acp.parent, resume=True)
     if row == "none":
         init = random_encoder(cfg(), out / "random" / "checkpoint.pt")
     elif row == "ACP":
@@ -124,20 +151,20 @@ def run_row(row: str, seed_dir: Path, base: list[str], extra: list[str]) -> dict
         init = run_stage(
             "lofi", cfg(f"lofi.schedule={row}", f"lofi.init={acp}"), out / "lofi", resume=True
         )
-    head = run_stage("head", cfg(f"head.init={init}"), out / "head", resume=True)
-    metrics = json.loads((head.parent / "metrics.json").read_text())["validation"]
+    head_ckpt = run_stage("head", cfg(f"head.init={init}"), out / "head", resume=True)
+    metrics = json.loads((head_ckpt.parent / "metrics.json").read_text())["validation"]
     c = cfg()
     size = tuple(
         json.loads((Path(c["data"]["cache"]) / "index.json").read_text())[k]
         for k in ("height", "width")
     )
     res = {
-        "row": row,
+        "row": name,
         "mAP": metrics["mAP"],
         "tiou": metrics["tiou"],
         "average_mAP": metrics["average_mAP"],
         "per_class": metrics.get("per_class"),
-        "activation_bytes": activation_bytes(c, row, size),
+        "activation_bytes": None if head_type else activation_bytes(c, row, size),
         "wall_s": time.perf_counter() - t0,
     }
     result.write_text(json.dumps(res, indent=1))
