@@ -1,4 +1,5 @@
-"""torch -> ONNX for the encoder (uint8 frames in, normalisation inside) and the head."""
+"""torch -> ONNX for the encoder (uint8 frames in, normalisation inside) and the heads (the
+pyramid head: dynamic length; G-TAD: fixed length T, dynamic batch)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn as nn
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import ExportableEncoder, SnippetEncoder
+from lofi.trainer.gtad import ExportableGTAD, GTADHead
 from lofi.trainer.head import ExportableHead, PyramidHead
 
 OPSET = 18
@@ -102,4 +104,17 @@ def export_head(head: PyramidHead, in_dim: int, path: Path, fp16: bool = False) 
     example = torch.randn(1, in_dim, 4 * top)
     blocks = torch.export.Dim("blocks", min=1, max=8192)
     _export(model, example, path, "features", names, {2: top * blocks})
+    return names
+
+
+def export_gtad_head(head: GTADHead, in_dim: int, path: Path, fp16: bool = False) -> list[str]:
+    """ExportableGTAD (probabilities) with input (N, in_dim, T): T is fixed (the proposal map
+    and SGAlign's sampling grid are built for it), the batch is dynamic."""
+    model: nn.Module = ExportableGTAD(copy.deepcopy(head)).eval()
+    if fp16:
+        model = Half(model, cast_input=True).eval()
+    names = list(ExportableGTAD.output_names)
+    example = torch.randn(2, in_dim, head.length)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    _export(model, example, path, "features", names, {0: batch})
     return names

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 from lofi.runtime.backends import OrtBackend
 from lofi.runtime.bundle import ENCODER_FILE, HEAD_FILE
+from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import ExportableEncoder, SnippetEncoder
+from lofi.trainer.gtad import ExportableGTAD, GTADHead
 from lofi.trainer.head import ExportableHead, PyramidHead
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
@@ -18,7 +20,7 @@ TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
 def check_parity(
     folder: Path,
     encoder: SnippetEncoder,
-    head: PyramidHead,
+    head: PyramidHead | GTADHead,
     mean: list[float],
     std: list[float],
     k: int,
@@ -27,30 +29,43 @@ def check_parity(
     precision: str,
     seed: int = 0,
 ) -> dict:
-    """Max abs error of encoder features (several batch sizes) and head outputs (several lengths)."""
+    """Max abs error of encoder features (several batch sizes) and of every head output (the
+    pyramid head: several lengths; G-TAD: its fixed length T, several batch sizes)."""
     g = torch.Generator().manual_seed(seed)
     enc_t = ExportableEncoder(encoder, mean, std).eval()
-    head_t = ExportableHead(head).eval()
     enc_o = OrtBackend(folder / ENCODER_FILE)
     head_o = OrtBackend(folder / HEAD_FILE)
-    enc_err, head_err = 0.0, 0.0
+    enc_err = 0.0
     for n in (1, 3, 8):
         frames = torch.randint(0, 256, (n, k, height, width, 3), dtype=torch.uint8, generator=g)
         ref = enc_t(frames).numpy()
         got = enc_o(frames.numpy())[0]
         enc_err = max(enc_err, float(np.abs(ref - got).max()))
-    top = max(head.strides)
     dim = enc_t.encoder.out_dim
-    for length in (top, 5 * top, 16 * top):
-        feats = torch.randn(1, dim, length, generator=g)
+    if isinstance(head, GTADHead):
+        head_t: torch.nn.Module = ExportableGTAD(head).eval()
+        inputs = [torch.randn(n, dim, head.length, generator=g) for n in (1, 3)]
+    else:
+        head_t = ExportableHead(head).eval()
+        top = max(head.strides)
+        inputs = [torch.randn(1, dim, n * top, generator=g) for n in (1, 5, 16)]
+    per_output = {name: 0.0 for name in head_o.outputs}
+    for feats in inputs:
         ref = [t.numpy() for t in head_t(feats)]
         got = head_o(feats.numpy())
-        head_err = max(head_err, max(float(np.abs(a - b).max()) for a, b in zip(ref, got)))
+        if len(ref) != len(got):
+            raise LofiError(f"head.onnx has {len(got)} outputs, PyTorch's head {len(ref)}")
+        for name, a, b in zip(head_o.outputs, ref, got):
+            if a.shape != b.shape:
+                raise LofiError(f"head.onnx output {name} has shape {b.shape}, not {a.shape}")
+            per_output[name] = max(per_output[name], float(np.abs(a - b).max()))
+    head_err = max(per_output.values())
     tol = TOLERANCE[precision]
     return {
         "precision": precision,
         "tolerance": tol,
         "encoder_max_abs_err": enc_err,
         "head_max_abs_err": head_err,
+        "head_outputs_max_abs_err": per_output,
         "ok": enc_err <= tol and head_err <= tol,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import signal
 import sys
@@ -20,14 +21,37 @@ from lofi.runtime.annotations import (
     write_json,
 )
 from lofi.runtime.decode import VideoReader
-from lofi.runtime.errors import cli_errors
+from lofi.runtime.errors import LofiError, cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
-from lofi.runtime.streaming import StreamLocalizer
+from lofi.runtime.streaming import make_localizer
 
 
 def _video_id(source: str) -> str:
     return Path(source).stem if "://" not in source else source.rstrip("/").rsplit("/", 1)[-1]
+
+
+def is_live(source: str) -> bool:
+    """A URL (rtsp://, http://, ...) or a camera: a source that need not end. Only local files
+    (and file:// URLs) are known to be whole videos."""
+    if re.fullmatch(r"camera:\d+", source) or source.startswith("/dev/video"):
+        return True
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE)) and not (
+        source.lower().startswith("file://")
+    )
+
+
+def check_sources(models: BundleModels, sources: list[str]) -> None:
+    """G-TAD bundles need the whole video before the first snippet is known: refuse a live
+    source up front (one line) rather than buffering an endless stream."""
+    if models.manifest.head_type != "gtad":
+        return
+    for source in sources:
+        if is_live(source):
+            raise LofiError(
+                f"{source}: a G-TAD bundle needs the whole video (resize protocol) and cannot "
+                "run on a live source; stream it with a pyramid-head bundle"
+            )
 
 
 @contextmanager
@@ -61,8 +85,10 @@ def stream_sources(
 ) -> tuple[dict[str, list[Segment]], dict]:
     """Stream each source in turn, printing events (score >= `min_score`; the results keep all)
     as they become final. When `stop()` turns true the current source ends there (its pending
-    events are flushed) and no other starts."""
+    events are flushed) and no other starts. A G-TAD bundle localizes each whole video when it
+    ends and prints its events then (emitted_at = the video's duration)."""
     m = models.manifest
+    check_sources(models, sources)
     results: dict[str, list[Segment]] = {}
     stats = {
         "videos": 0,
@@ -85,7 +111,7 @@ def stream_sources(
                 print(event_line(seg, now), file=out, flush=True)
 
         reader = VideoReader(source, m.grid.fps, (m.height, m.width))
-        loc = StreamLocalizer(models, vid, on_event=on_event)
+        loc = make_localizer(models, vid, on_event=on_event)
         for frame in reader:
             loc.push(frame)
             if stop():
@@ -130,6 +156,9 @@ def stream_cli(
 
     Prints one JSON line per action as soon as it is final. Ctrl-C (or SIGTERM) ends the current
     source there, flushes its events and writes the files (exit 130); a second Ctrl-C aborts.
+
+    A G-TAD bundle (whole-video head) reads each file to its end, then prints all its events
+    (emitted_at = the video's duration); it refuses live sources (URLs, cameras).
     """
     models = BundleModels(bundle, device, threads)
     with graceful_stop() as stop:

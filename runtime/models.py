@@ -14,6 +14,8 @@ DEVICES = ("cpu", "cuda", "trt")
 
 # per level: (cls logits (C, n), regression (2, n))
 LevelOutputs = list[tuple[np.ndarray, np.ndarray]]
+# G-TAD: start (T,), end (T,), confidence (2, D, T), class_probs (K, T)
+GTADArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 def _engine_for(folder: Path, manifest: Manifest, part: str) -> Path:
@@ -40,6 +42,13 @@ class BundleModels:
         else:
             self.encoder = OrtBackend(self.folder / ENCODER_FILE, device, threads)
             self.head_net = OrtBackend(self.folder / HEAD_FILE, device, threads)
+        self._order: list[int] | None = None
+        if self.manifest.head_type == "gtad":  # outputs by name, as the manifest lists them
+            names = list(getattr(self.head_net, "outputs", []))
+            missing = [n for n in self.manifest.head_outputs if n not in names]
+            if missing:
+                raise LofiError(f"the bundle's head has no output {', '.join(missing)}")
+            self._order = [names.index(n) for n in self.manifest.head_outputs]
 
     def encode(self, snippets: np.ndarray) -> np.ndarray:
         """(N, k, H, W, 3) uint8 -> (N, D) float32."""
@@ -47,8 +56,25 @@ class BundleModels:
 
     def head(self, features: np.ndarray) -> LevelOutputs:
         """(L, D) features, L a multiple of the largest stride -> outputs per pyramid level."""
+        if self.manifest.head_type != "pyramid":
+            raise LofiError("this bundle's head is not a pyramid head")
         outs = self.head_net(np.ascontiguousarray(features.T[None], dtype=np.float32))
         return [(outs[2 * i][0], outs[2 * i + 1][0]) for i in range(len(self.manifest.strides))]
+
+    def gtad_head(self, features: np.ndarray) -> GTADArrays:
+        """(T, D) features of the video's `length` resize-grid snippets -> the G-TAD head's four
+        outputs without the batch axis, in the manifest's order."""
+        m = self.manifest
+        if m.head_type != "gtad" or self._order is None:
+            raise LofiError("this bundle's head is not a G-TAD head")
+        if features.shape != (m.length, m.feature_dim):
+            raise LofiError(
+                f"the G-TAD head takes ({m.length}, {m.feature_dim}) features, "
+                f"not {tuple(features.shape)}"
+            )
+        outs = self.head_net(np.ascontiguousarray(features.T[None], dtype=np.float32))
+        start, end, conf, probs = (np.asarray(outs[i][0], dtype=np.float32) for i in self._order)
+        return start, end, conf, probs
 
     def padded_length(self, n: int) -> int:
         s = self.manifest.max_stride

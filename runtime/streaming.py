@@ -3,17 +3,23 @@
 Frames -> snippets -> encoder (batched) -> a bounded feature buffer -> the head on windows with
 `context` snippets of margin each side (outputs away from a window's edge equal whole-video
 outputs exactly) -> candidates -> StreamingFinalizer -> events as soon as they are final.
+
+G-TAD bundles (the `resize` protocol) cannot stream: their `length` snippets are spread over the
+whole video, so nothing is known before it ends. `WholeVideoLocalizer` keeps the frames, runs
+one whole-video pass when the video ends and emits every event then (emitted_at = duration).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from lofi.runtime.annotations import Segment
 from lofi.runtime.bundle import Manifest
-from lofi.runtime.models import BundleModels, LevelOutputs
+from lofi.runtime.errors import LofiError
+from lofi.runtime.gtad_decode import gtad_detect
+from lofi.runtime.models import BundleModels, GTADArrays, LevelOutputs
 from lofi.runtime.postprocess import (
     Candidates,
     PostConfig,
@@ -84,6 +90,11 @@ class StreamLocalizer:
     ):
         self.models, self.video, self.batch = models, video, encoder_batch
         self.m = models.manifest
+        if self.m.head_type != "pyramid":
+            raise LofiError(
+                f"a {self.m.head_type} bundle does not stream (it needs the whole video): "
+                "use WholeVideoLocalizer"
+            )
         self.on_event = on_event
         self.finalizer = StreamingFinalizer(self.m.post)
         self.frames: list[np.ndarray] = []
@@ -202,11 +213,49 @@ class StreamLocalizer:
         ]
 
 
-def localize_offline(
-    models: BundleModels, frames: np.ndarray, video: str, encoder_batch: int = 16
-) -> tuple[list[Segment], LevelOutputs]:
-    """Whole-video inference: all features, one head call on the zero-padded sequence, NMS."""
+def _gather(frames: Sequence[np.ndarray] | np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(n, k) frame indices -> (n, k, H, W, 3) uint8 snippets from an array or a list of frames."""
+    if isinstance(frames, np.ndarray):
+        return frames[idx]
+    return np.stack([frames[i] for i in idx.ravel()]).reshape(*idx.shape, *frames[0].shape)
+
+
+def localize_gtad(
+    models: BundleModels,
+    frames: Sequence[np.ndarray] | np.ndarray,
+    video: str,
+    encoder_batch: int = 16,
+) -> tuple[list[Segment], GTADArrays]:
+    """A G-TAD bundle on a whole video: the `length` snippets of its resize grid -> encoder ->
+    one head call -> `gtad_detect` (soft-NMS, top `max_segments`). Also returns the outputs."""
     m = models.manifest
+    n_frames = len(frames)
+    if n_frames == 0:
+        raise LofiError(f"{video}: no frames to localize")
+    grid = m.video_grid(n_frames)
+    idx = grid.frame_indices(0, m.length, n_frames)
+    feats = np.concatenate(
+        [
+            models.encode(_gather(frames, idx[i : i + encoder_batch]))
+            for i in range(0, m.length, encoder_batch)
+        ]
+    )
+    outputs = models.gtad_head(feats)
+    return gtad_detect(outputs, grid, n_frames / grid.fps, m.labels, m.post, video), outputs
+
+
+def localize_offline(
+    models: BundleModels,
+    frames: Sequence[np.ndarray] | np.ndarray,
+    video: str,
+    encoder_batch: int = 16,
+) -> tuple[list[Segment], LevelOutputs | GTADArrays]:
+    """Whole-video inference. Pyramid bundles: all features, one head call on the zero-padded
+    sequence, NMS (returns the per-level outputs). G-TAD bundles: `localize_gtad`."""
+    m = models.manifest
+    if m.head_type == "gtad":
+        return localize_gtad(models, frames, video, encoder_batch)
+    frames = np.asarray(frames)
     g = m.grid
     n_frames = len(frames)
     n = g.count(n_frames)
@@ -218,6 +267,61 @@ def localize_offline(
     x[:n] = feats
     cands, kept = decode_outputs(models.head(x), m, 0, n, n)
     return final_segments(cands, m, n_frames / g.fps, video), kept
+
+
+class WholeVideoLocalizer:
+    """`StreamLocalizer`'s interface for bundles that need the whole video (G-TAD, `resize`
+    protocol): `push` keeps the frame and returns nothing; `finish` runs `localize_gtad` on every
+    frame pushed and emits all the video's events at once, with emitted_at = the video's
+    duration. Memory grows with the video (its frames at the bundle's input size)."""
+
+    def __init__(
+        self,
+        models: BundleModels,
+        video: str,
+        encoder_batch: int = 16,
+        on_event: Callable[[Segment, float], None] | None = None,
+    ):
+        self.models, self.video, self.batch = models, video, encoder_batch
+        self.m = models.manifest
+        self.on_event = on_event
+        self.frames: list[np.ndarray] = []
+        self.n_frames = 0
+        self.emitted: list[Segment] = []
+        self.outputs: GTADArrays | None = None
+
+    def push(self, frame: np.ndarray) -> list[Segment]:
+        self.frames.append(frame)
+        self.n_frames += 1
+        return []
+
+    def finish(self) -> list[Segment]:
+        if self.n_frames == 0:
+            return []
+        segs, self.outputs = localize_gtad(self.models, self.frames, self.video, self.batch)
+        self.frames = []
+        now = self.n_frames / self.m.grid.fps
+        for s in segs:
+            if self.on_event:
+                self.on_event(s, now)
+        self.emitted = segs
+        return segs
+
+    def results(self) -> list[Segment]:
+        """The video's segments (already the top `max_segments`), as `localize_offline` gives."""
+        return list(self.emitted)
+
+
+def make_localizer(
+    models: BundleModels,
+    video: str,
+    encoder_batch: int = 16,
+    on_event: Callable[[Segment, float], None] | None = None,
+) -> StreamLocalizer | WholeVideoLocalizer:
+    """The localizer a bundle needs: streaming (pyramid) or whole-video (G-TAD)."""
+    if models.manifest.head_type == "gtad":
+        return WholeVideoLocalizer(models, video, encoder_batch, on_event)
+    return StreamLocalizer(models, video, encoder_batch, on_event)
 
 
 def stream_frames(
