@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn as nn
+from lofi.export.trt_check import check_tensorrt_ready
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import ExportableEncoder, SnippetEncoder
 from lofi.trainer.gtad import ExportableGTAD, GTADHead
@@ -33,14 +34,19 @@ class Half(nn.Module):
         return out.float()
 
 
-class HalfEncoder(nn.Module):
-    def __init__(self, enc: ExportableEncoder):
+class CastFirstEncoder(nn.Module):
+    """ExportableEncoder's computation with the uint8 frames cast before anything else touches
+    them: onnx-tensorrt takes UINT8 only at network inputs/outputs and in Cast. `half` runs the
+    encoder in float16 (0..255 are exact in it) with float32 features out."""
+
+    def __init__(self, enc: ExportableEncoder, half: bool = False):
         super().__init__()
-        self.enc = enc.half()
+        self.enc = enc.half() if half else enc
+        self.dtype = torch.float16 if half else torch.float32
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         e = self.enc
-        x = frames.permute(0, 1, 4, 2, 3).half() * e.scale - e.shift
+        x = frames.to(self.dtype).permute(0, 1, 4, 2, 3) * e.scale - e.shift
         return e.encoder(x[None]).squeeze(0).float()
 
 
@@ -69,6 +75,7 @@ def _export(
         raise LofiError(f"ONNX export of {path.name} failed")
     program.save(str(path))
     onnx.checker.check_model(str(path), full_check=True)
+    check_tensorrt_ready(path)
 
 
 def _arg_names(model: nn.Module) -> list[str]:
@@ -87,9 +94,8 @@ def export_encoder(
     path: Path,
     fp16: bool = False,
 ) -> None:
-    model: nn.Module = ExportableEncoder(copy.deepcopy(encoder), mean, std).eval()
-    if fp16:
-        model = HalfEncoder(model).eval()
+    base = ExportableEncoder(copy.deepcopy(encoder), mean, std)
+    model = CastFirstEncoder(base, half=fp16).eval()
     example = torch.randint(0, 256, (2, k, height, width, 3), dtype=torch.uint8)
     snippets = torch.export.Dim("snippets", min=1, max=4096)
     _export(model, example, path, "frames", ["features"], {0: snippets})
