@@ -57,20 +57,39 @@ def _read_json(path: str | Path, what: str) -> Any:
     if not path.is_file():
         raise LofiError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise LofiError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
         raise LofiError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LofiError(f"{what} {path} is nested too deeply to be JSON this tool reads") from None
+
+
+def _number(raw: Any, where: str, name: str) -> float:
+    """A finite number (JSON number or numeric string). NaN and infinities are refused: one of
+    them silently changes every mAP it takes part in."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise LofiError(f"{where}: '{name}' must be a number, got {type(raw).__name__}")
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):
+        raise LofiError(f"{where}: '{name}' must be a number, got {raw!r}") from None
+    if not math.isfinite(value):
+        raise LofiError(f"{where}: '{name}' must be a finite number, got {raw!r}")
+    return value
+
+
+def _label(raw: Any, where: str) -> str:
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        raise LofiError(f"{where}: 'label' must be a string, got {type(raw).__name__}")
+    return str(raw)
 
 
 def _segment(raw: Any, where: str) -> tuple[float, float]:
     if not isinstance(raw, (list, tuple)) or len(raw) != 2:
         raise LofiError(f"{where}: 'segment' must be [start, end]")
-    try:
-        start, end = float(raw[0]), float(raw[1])
-    except (TypeError, ValueError):
-        raise LofiError(f"{where}: segment bounds must be numbers") from None
-    if not (math.isfinite(start) and math.isfinite(end)):
-        raise LofiError(f"{where}: segment bounds must be finite")
+    start, end = _number(raw[0], where, "segment start"), _number(raw[1], where, "segment end")
     if end <= start:
         raise LofiError(f"{where}: segment end {end} <= start {start}")
     return start, end
@@ -88,12 +107,9 @@ def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
         for key in ("subset", "duration", "annotations"):
             if key not in entry:
                 raise LofiError(f"{where} has no '{key}'")
-        try:
-            duration = float(entry["duration"])
-        except (TypeError, ValueError):
-            raise LofiError(f"{where}: duration must be a number") from None
+        duration = _number(entry["duration"], where, "duration")
         if not duration > 0:
-            raise LofiError(f"{where}: duration must be positive")
+            raise LofiError(f"{where}: 'duration' must be positive, got {duration}")
         if not isinstance(entry["annotations"], list):
             raise LofiError(f"{where}: 'annotations' must be a list")
         segments = []
@@ -102,12 +118,16 @@ def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
             if not isinstance(ann, dict) or "segment" not in ann or "label" not in ann:
                 raise LofiError(f"{here} needs 'segment' and 'label'")
             start, end = _segment(ann["segment"], here)
-            label = str(ann["label"])
+            label = _label(ann["label"], here)
             if label not in labels:
                 labels.append(label)
             segments.append(Segment(vid, label, start, end))
+        if not isinstance(entry["subset"], str):
+            raise LofiError(f"{where}: 'subset' must be a string")
+        if "path" in entry and not isinstance(entry["path"], str):
+            raise LofiError(f"{where}: 'path' must be a string (the video file)")
         extra = {k: v for k, v in entry.items() if k not in ("subset", "duration", "annotations")}
-        videos[vid] = VideoInfo(str(entry["subset"]), duration, segments, extra)
+        videos[vid] = VideoInfo(entry["subset"], duration, segments, extra)
     return GroundTruth(videos, labels)
 
 
@@ -142,11 +162,8 @@ def parse_results(data: Any, source: str = "results") -> list[Segment]:
             if not isinstance(p, dict) or not {"label", "score", "segment"} <= p.keys():
                 raise LofiError(f"{here} needs 'label', 'score' and 'segment'")
             start, end = _segment(p["segment"], here)
-            try:
-                score = float(p["score"])
-            except (TypeError, ValueError):
-                raise LofiError(f"{here}: score must be a number") from None
-            out.append(Segment(vid, str(p["label"]), start, end, score))
+            score = _number(p["score"], here, "score")
+            out.append(Segment(vid, _label(p["label"], here), start, end, score))
     return out
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import av
 import click
 from lofi.runtime.annotations import (
     Segment,
@@ -20,7 +24,7 @@ from lofi.runtime.annotations import (
     results_json,
     write_json,
 )
-from lofi.runtime.decode import VideoReader
+from lofi.runtime.decode import READ_TIMEOUT, VideoReader, prefetch
 from lofi.runtime.errors import LofiError, cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
@@ -58,21 +62,54 @@ def check_sources(models: BundleModels, sources: list[str]) -> None:
 def graceful_stop() -> Iterator[Callable[[], bool]]:
     """The first SIGINT/SIGTERM asks the stream to end as if the video had ended there, so a live
     stream stopped by Ctrl-C or a service manager still flushes its events and writes its files;
-    a second one aborts."""
-    requested: list[int] = []
+    a second one aborts at once (exit 130).
+
+    Python runs signal handlers only between bytecodes, which never come while the main thread
+    waits inside FFmpeg or an inference call. So the signals are also counted by a thread woken
+    through `signal.set_wakeup_fd`, written by the C-level handler the moment a signal lands."""
+    requested = threading.Event()
+    r, w = socket.socketpair()
+    w.setblocking(False)
 
     def handler(signum: int, frame: object) -> None:
-        if requested:
-            raise KeyboardInterrupt
-        requested.append(signum)
-        print("stopping: finishing the current video (again to abort)", file=sys.stderr)
+        requested.set()
+
+    def watch() -> None:
+        count = 0
+        while True:
+            try:
+                got = r.recv(16)
+            except OSError:
+                return
+            if not got:
+                return
+            count += len(got)
+            if count == 1:
+                requested.set()
+                print("stopping: finishing the current video (again to abort)", file=sys.stderr)
+            else:
+                print("error: aborted", file=sys.stderr, flush=True)
+                os._exit(130)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(w.fileno(), warn_on_full_buffer=False)
+    watcher = threading.Thread(target=watch, daemon=True, name="lofi-signals")
+    watcher.start()
     try:
-        yield lambda: bool(requested)
+        yield requested.is_set
     finally:
+        signal.set_wakeup_fd(old_fd)
         for sig, h in previous.items():
             signal.signal(sig, h)
+        w.close()
+        watcher.join(timeout=1.0)
+        r.close()
+
+
+def _reason(exc: BaseException, source: str) -> str:
+    """One line naming the source, whatever the error's own message says."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if source in msg else f"{source}: {msg}"
 
 
 def stream_sources(
@@ -82,11 +119,18 @@ def stream_sources(
     out=sys.stdout,
     stop: Callable[[], bool] = lambda: False,
     min_score: float = 0.0,
+    timeout: float = READ_TIMEOUT,
+    err=sys.stderr,
 ) -> tuple[dict[str, list[Segment]], dict]:
     """Stream each source in turn, printing events (score >= `min_score`; the results keep all)
     as they become final. When `stop()` turns true the current source ends there (its pending
     events are flushed) and no other starts. A G-TAD bundle localizes each whole video when it
-    ends and prints its events then (emitted_at = the video's duration)."""
+    ends and prints its events then (emitted_at = the video's duration).
+
+    Sources fail alone: one that cannot be opened (or fails in the localizer) gets an `error:`
+    line on `err` and no results; one that stalls for `timeout` seconds or stops decoding
+    part-way gets a `warning:` line and keeps the events it had, marked `cut_short`. Both are
+    listed in the stats' `sources`, and the other sources run as usual."""
     m = models.manifest
     check_sources(models, sources)
     results: dict[str, list[Segment]] = {}
@@ -97,6 +141,9 @@ def stream_sources(
         "wall_seconds": 0.0,
         "events": 0,
         "stopped_early": False,  # set when stop() ends the run before the sources do
+        "failed": 0,  # sources that could not be opened or failed in the localizer
+        "cut_short": 0,  # sources that stalled or stopped decoding before their end
+        "sources": [],  # per source: status ok | cut_short | stopped | failed, and why
     }
     t0 = time.perf_counter()
     for source in sources:
@@ -104,24 +151,53 @@ def stream_sources(
             stats["stopped_early"] = True
             break
         vid = _video_id(source)
+        record: dict = {"source": source, "video": vid, "status": "ok"}
+        stats["sources"].append(record)
+        events = 0
 
         def on_event(seg: Segment, now: float) -> None:
-            stats["events"] += 1
+            nonlocal events
+            events += 1
             if not quiet and seg.score >= min_score:
                 print(event_line(seg, now), file=out, flush=True)
 
-        reader = VideoReader(source, m.grid.fps, (m.height, m.width))
-        loc = make_localizer(models, vid, on_event=on_event)
-        for frame in reader:
-            loc.push(frame)
-            if stop():
+        reader = VideoReader(source, m.grid.fps, (m.height, m.width), timeout)
+        frames = prefetch(reader, stop) if is_live(source) else reader
+        n_frames, stopped = 0, False
+        try:
+            loc = make_localizer(models, vid, on_event=on_event)
+            for frame in frames:
+                loc.push(frame)
+                n_frames += 1
+                if stop():
+                    stopped = True
+                    break
+            if stopped or (frames is not reader and stop()):
                 stats["stopped_early"] = True
-                break
-        loc.finish()
+                record["status"] = "stopped"
+            loc.finish()
+        except (LofiError, OSError, av.FFmpegError) as exc:
+            record.update(status="failed", reason=_reason(exc, source), seconds=0.0, events=events)
+            stats["failed"] += 1
+            stats["events"] += events
+            print(f"error: {record['reason']}", file=err, flush=True)
+            continue
+        seconds = n_frames / m.grid.fps
+        if reader.cut_short and record["status"] == "ok":
+            record.update(status="cut_short", reason=reader.cut_short)
+            stats["cut_short"] += 1
+            print(
+                f"warning: {source}: cut short after {seconds:.1f} s ({reader.cut_short}); "
+                "its events up to there are kept",
+                file=err,
+                flush=True,
+            )
+        record.update(seconds=round(seconds, 3), events=events)
         results[vid] = loc.results()
         stats["videos"] += 1
-        stats["frames"] += reader.frames_out
-        stats["video_seconds"] += reader.duration
+        stats["events"] += events
+        stats["frames"] += n_frames
+        stats["video_seconds"] += seconds
     wall = time.perf_counter() - t0
     stats["wall_seconds"] = round(wall, 3)
     stats["realtime_factor"] = round(stats["video_seconds"] / max(wall, 1e-9), 2)
@@ -148,14 +224,28 @@ def stream_sources(
     show_default=True,
     help="Print only events scoring at least this (--results keeps every segment).",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=READ_TIMEOUT,
+    show_default=True,
+    help="Seconds without data before a source counts as stalled (it then ends, cut short).",
+)
 @cli_errors
 def stream_cli(
-    sources, bundle, device, results_path, stats_path, threads, quiet, min_score
+    sources, bundle, device, results_path, stats_path, threads, quiet, min_score, timeout
 ) -> None:
     """Localize actions in SOURCES (files, URLs FFmpeg can open, /dev/videoN or camera:N).
 
     Prints one JSON line per action as soon as it is final. Ctrl-C (or SIGTERM) ends the current
-    source there, flushes its events and writes the files (exit 130); a second Ctrl-C aborts.
+    source there, flushes its events and writes the files (exit 130); a second Ctrl-C aborts at
+    once, writing nothing more.
+
+    Sources fail alone: one that cannot be opened gets an `error:` line, one that stalls for
+    --timeout seconds or stops decoding part-way a `warning:` line (its events up to there are
+    kept); the others' events, results and stats are still written. Exit status: 0 when every
+    source ran to its end, 1 when one failed or was cut short (the stats' `sources` say which),
+    130 when stopped by a signal.
 
     A G-TAD bundle (whole-video head) reads each file to its end, then prints all its events
     (emitted_at = the video's duration); it refuses live sources (URLs, cameras).
@@ -163,7 +253,7 @@ def stream_cli(
     models = BundleModels(bundle, device, threads)
     with graceful_stop() as stop:
         results, stats = stream_sources(
-            models, list(sources), quiet, stop=stop, min_score=min_score
+            models, list(sources), quiet, stop=stop, min_score=min_score, timeout=timeout
         )
     if results_path:
         write_json(
@@ -172,14 +262,21 @@ def stream_cli(
         )
     if stats_path:
         write_json(stats_path, stats)
-    print(
-        f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
-        f"{stats['realtime_factor']}x real time, {stats['events']} events"
-        + (" (stopped early)" if stats["stopped_early"] else ""),
-        file=sys.stderr,
-    )
+    if stats["videos"]:
+        problems = [
+            f"{stats[k]} {k.replace('_', ' ')}" for k in ("failed", "cut_short") if stats[k]
+        ]
+        print(
+            f"streamed {stats['videos']} video(s), {stats['video_seconds']:.1f} s at "
+            f"{stats['realtime_factor']}x real time, {stats['events']} events"
+            + (" (stopped early)" if stats["stopped_early"] else "")
+            + (f"; {', '.join(problems)}" if problems else ""),
+            file=sys.stderr,
+        )
     if stats["stopped_early"]:
         sys.exit(130)
+    if stats["failed"] or stats["cut_short"]:
+        sys.exit(1)
 
 
 @click.command()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import queue
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,9 +14,10 @@ import numpy as np
 from lofi.runtime.errors import LofiError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+READ_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
 
 
-def _open(source: str) -> av.container.InputContainer:
+def _open(source: str, timeout: float = READ_TIMEOUT) -> av.container.InputContainer:
     """A file path, a URL FFmpeg can open, or a camera (/dev/videoN or camera:N)."""
     options: dict = {}
     fmt = None
@@ -32,21 +35,32 @@ def _open(source: str) -> av.container.InputContainer:
         if path.is_file() and path.stat().st_size == 0:
             raise LofiError(f"video file is empty: {source}")
     try:
-        return av.open(source, format=fmt, options=options, timeout=10.0)
+        return av.open(source, format=fmt, options=options, timeout=timeout)
     except av.FFmpegError as exc:
         raise LofiError(f"cannot open video {source}: {exc}") from None
 
 
 class VideoReader:
     """Iterates RGB uint8 frames (H, W, 3) sampled at `fps`: output frame n shows the source
-    frame on screen at n/fps seconds, so variable-frame-rate input works."""
+    frame on screen at n/fps seconds, so variable-frame-rate input works.
 
-    def __init__(self, source: str | Path, fps: float, size: tuple[int, int] | None = None):
+    A source that stalls (no data for `timeout` seconds) or stops decoding part-way ends
+    iteration with `cut_short` set to the reason, so callers can tell it from a normal end."""
+
+    def __init__(
+        self,
+        source: str | Path,
+        fps: float,
+        size: tuple[int, int] | None = None,
+        timeout: float = READ_TIMEOUT,
+    ):
         self.source = str(source)
         self.fps = float(fps)
         self.size = size
+        self.timeout = float(timeout)
         self.frames_out = 0
         self.ended = False
+        self.cut_short: str | None = None
 
     @property
     def duration(self) -> float:
@@ -60,7 +74,7 @@ class VideoReader:
         return frame.to_ndarray(width=w, height=h, format="rgb24")
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        container = _open(self.source)
+        container = _open(self.source, self.timeout)
         try:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
@@ -88,9 +102,16 @@ class VideoReader:
                     if dur <= 0 and stream.average_rate:
                         dur = 1.0 / float(stream.average_rate)
                     prev_end = t + dur
+            except av.ExitError:
+                if prev is None:
+                    raise LofiError(
+                        f"{self.source}: no video data within {self.timeout:g} s"
+                    ) from None
+                self.cut_short = f"stalled: no data for {self.timeout:g} s"
             except av.FFmpegError as exc:
                 if prev is None:
                     raise LofiError(f"cannot decode {self.source}: {exc}") from None
+                self.cut_short = f"decoding failed: {exc}"
             if prev is None:
                 raise LofiError(f"no decodable video frames in {self.source}")
             while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
@@ -102,5 +123,60 @@ class VideoReader:
 
 
 def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8."""
-    return np.stack(list(VideoReader(source, fps, size)))
+    """All frames of a video as (T, H, W, 3) uint8. A video that cannot be decoded to its end is
+    an error here: a partial video passed off as whole would be silently wrong."""
+    reader = VideoReader(source, fps, size)
+    frames = np.stack(list(reader))
+    if reader.cut_short:
+        raise LofiError(f"{source}: {reader.cut_short} after {reader.duration:.1f} s")
+    return frames
+
+
+_DONE = object()
+
+
+def prefetch(
+    items: Iterable[np.ndarray], stop: Callable[[], bool], poll: float = 0.2, depth: int = 64
+) -> Iterator[np.ndarray]:
+    """`items` produced by a background thread, so the main thread stays responsive to signals
+    while a live source blocks inside FFmpeg: iteration ends early once `stop()` turns true.
+    An exception in the producer is raised here. At most `depth` items wait in memory."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    quit_ = threading.Event()
+
+    def put(item: object) -> bool:
+        """Hand one item over; False once the consumer has gone."""
+        while not quit_.is_set():
+            try:
+                q.put(item, timeout=poll)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(exc)
+
+    # a daemon: a producer stuck in a stalled read must not keep the process alive after a stop
+    threading.Thread(target=produce, daemon=True, name="lofi-prefetch").start()
+    try:
+        while True:
+            try:
+                item = q.get(timeout=poll)
+            except queue.Empty:
+                if stop():
+                    return
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        quit_.set()

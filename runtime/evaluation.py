@@ -117,8 +117,15 @@ class MapReport:
 def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) -> MapReport:
     """mAP over the classes with ground truth in `gt`, as the official code computes it.
     Predictions on videos outside it count as false positives; predictions of a known class with
-    no instance here have no AP to count in; a label the annotation file does not know is an error.
+    no instance here have no AP to count in; a label the annotation file does not know is an error,
+    and so is a non-finite score or bound (it would move its class's AP without a word).
     """
+    for p in predictions:
+        if not all(np.isfinite((p.score, p.start, p.end))):
+            raise LofiError(
+                f"prediction for video '{p.video}' ({p.label}) has a non-finite score or segment: "
+                f"score {p.score}, segment [{p.start}, {p.end}]"
+            )
     unknown = sorted({p.label for p in predictions} - set(gt.labels))
     if unknown:
         raise LofiError(f"predicted label(s) unknown to the ground truth: {', '.join(unknown)}")

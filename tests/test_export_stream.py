@@ -106,8 +106,7 @@ def test_first_signal_requests_a_stop_second_aborts():
         assert not stop()
         signal.raise_signal(signal.SIGTERM)
         assert stop()
-        with pytest.raises(KeyboardInterrupt):
-            signal.raise_signal(signal.SIGINT)
+        # a second signal would end this process: tests/test_reliability_stream.py sends it
     assert signal.getsignal(signal.SIGINT) is before
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
-from lofi.runtime.errors import cli_errors
+from lofi.runtime.errors import LofiError, cli_errors
 from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.progress import progress
@@ -66,8 +67,6 @@ def synth_cmd(
 
 
 def _pair(text: str, sep: str, name: str, kind=int):
-    from lofi.runtime.errors import LofiError
-
     try:
         a, b = (kind(x) for x in text.split(sep))
     except ValueError:
@@ -85,11 +84,30 @@ def _pair(text: str, sep: str, name: str, kind=int):
 )
 @cli_errors
 def prepare_cmd(annotations, video_root, out, fps, size) -> None:
-    """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT."""
+    """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT.
+
+    A missing, unreadable or partly decodable video gets an `error:` line and is left out (the
+    index lists it under `skipped`); the others are still cached. The index is written as the
+    work goes, so running the command again continues where it stopped. Exit status 1 when a
+    video was left out.
+    """
     h, w = _pair(size, "x", "--size")
+    if not (fps > 0 and h > 0 and w > 0):
+        raise LofiError(f"--fps and --size must be positive: {fps:g}, {size}")
+
+    def on_skip(vid: str, reason: str) -> None:
+        click.echo(f"error: skipped video '{vid}': {reason}", err=True)
+
     with progress("decode") as update:
-        prepare_cache(Path(annotations), Path(video_root), Path(out), fps, (h, w), update)
-    click.echo(f"frame cache written to {out}")
+        report = prepare_cache(
+            Path(annotations), Path(video_root), Path(out), fps, (h, w), update, True, on_skip
+        )
+    click.echo(
+        f"frame cache written to {out}: {len(report.decoded)} decoded, "
+        f"{len(report.resumed)} already there, {len(report.skipped)} skipped"
+    )
+    if report.skipped:
+        sys.exit(1)
 
 
 @click.group()
@@ -109,6 +127,10 @@ Memory and scale options (config `train:` section or --set train.KEY=VALUE):
 Per stage: validate_every=N epochs, clip_grad=MAX_NORM; pretrain.source=clips (ACP) or
 segments (ACP+, with pretrain.init=ACP checkpoint); lofi.schedule=full|S|T|ST|long_cycle|
 short_cycle|multigrid_long|multigrid_short.
+Head stage: head.schedule=cosine|halve, warmup_epochs=N, weight_decay (conv weights only),
+clip_grad, ema=DECAY (0: off), crop=[0.9,1.0] (whole videos; null: fixed windows),
+standardize=true. Pyramid head shape (model.*): head_dim, levels, head_embed, head_blocks,
+head_residual, head_layers, head_kernel, head_norm; model.head=pyramid|gtad.
 """
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,42 @@ def find_video(root: Path, vid: str, extra: dict) -> Path:
     raise LofiError(f"video for '{vid}' not found under {root}")
 
 
+@dataclass
+class CacheReport:
+    """What one `prepare_cache` run did: videos decoded now, found already done (resumed), and
+    skipped with the reason (missing, unreadable, cut short)."""
+
+    folder: Path
+    decoded: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _write_index(out: Path, index: dict) -> None:
+    """Replace index.json in one step: an interrupted write never leaves a damaged index."""
+    tmp = out / "index.json.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, out / "index.json")
+
+
+def _open_index(out: Path, fps: float, size: tuple[int, int]) -> dict:
+    """The index a previous run left (to resume), or a new one. A cache decoded at another fps
+    or size is refused rather than mixed."""
+    fresh = {"fps": fps, "height": size[0], "width": size[1], "videos": {}, "skipped": {}}
+    path = out / "index.json"
+    if not path.is_file():
+        return fresh
+    index = _read_index(path)
+    old = (float(index["fps"]), int(index["height"]), int(index["width"]))
+    if old != (float(fps), size[0], size[1]):
+        raise LofiError(
+            f"frame cache {out} was decoded at {old[0]:g} fps, {old[1]}x{old[2]}; "
+            f"asked for {fps:g} fps, {size[0]}x{size[1]}: use another folder"
+        )
+    index.setdefault("skipped", {})
+    return index
+
+
 def prepare_cache(
     annotations: Path,
     video_root: Path,
@@ -34,19 +71,63 @@ def prepare_cache(
     fps: float,
     size: tuple[int, int],
     progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Decode every annotated video once to uint8 .npy files (memory-mapped when training)."""
+    skip_bad: bool = False,
+    on_skip: Callable[[str, str], None] | None = None,
+) -> CacheReport:
+    """Decode every annotated video once to uint8 .npy files (memory-mapped when training).
+
+    Resumable: each video is written to a temporary file and renamed, and the index is
+    rewritten after each one (and on any exit), so a second run skips what a first one
+    finished. A missing, unreadable or partly decodable video raises, or with `skip_bad` is
+    left out, listed in the index's `skipped` and passed to `on_skip(video, reason)`."""
     gt = load_ground_truth(annotations)
     out.mkdir(parents=True, exist_ok=True)
-    index = {"fps": fps, "height": size[0], "width": size[1], "videos": {}}
-    for i, (vid, info) in enumerate(gt.videos.items()):
-        frames = read_video(find_video(video_root, vid, info.extra), fps, size)
-        np.save(out / f"{vid}.npy", frames)
-        index["videos"][vid] = {"file": f"{vid}.npy", "frames": len(frames)}
-        if progress:
-            progress(i + 1, len(gt.videos))
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    return out
+    index = _open_index(out, fps, size)
+    report = CacheReport(out)
+    try:
+        for i, (vid, info) in enumerate(gt.videos.items()):
+            done = index["videos"].get(vid)
+            if done and (out / done["file"]).is_file():
+                report.resumed.append(vid)
+            else:
+                try:
+                    frames = read_video(find_video(video_root, vid, info.extra), fps, size)
+                except (LofiError, OSError) as exc:
+                    reason = " ".join(str(exc).split())
+                    if not skip_bad:
+                        raise LofiError(f"video '{vid}': {reason}") from None
+                    index["skipped"][vid] = reason
+                    report.skipped[vid] = reason
+                    if on_skip:
+                        on_skip(vid, reason)
+                else:
+                    with open(out / f"{vid}.npy.tmp", "wb") as f:
+                        np.save(f, frames)
+                    os.replace(out / f"{vid}.npy.tmp", out / f"{vid}.npy")
+                    index["videos"][vid] = {"file": f"{vid}.npy", "frames": len(frames)}
+                    index["skipped"].pop(vid, None)
+                    report.decoded.append(vid)
+                _write_index(out, index)
+            if progress:
+                progress(i + 1, len(gt.videos))
+    finally:
+        _write_index(out, index)
+    return report
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        index = json.loads(path.read_text())
+        for key, kind in (("fps", (int, float)), ("height", int), ("width", int)):
+            if not isinstance(index[key], kind) or isinstance(index[key], bool):
+                raise ValueError(f"'{key}' is {index[key]!r}")
+        if not isinstance(index["videos"], dict):
+            raise ValueError("'videos' is not an object")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise LofiError(
+            f"frame cache index {path} is damaged ({exc}): run lofi-data prepare again"
+        ) from None
+    return index
 
 
 class FrameCache:
@@ -55,7 +136,7 @@ class FrameCache:
         if not path.is_file():
             raise LofiError(f"no frame cache at {folder} (run lofi-data prepare)")
         self.folder = Path(folder)
-        self.index = json.loads(path.read_text())
+        self.index = _read_index(path)
         self.fps = float(self.index["fps"])
         self.size = (int(self.index["height"]), int(self.index["width"]))
         self._arrays: dict[str, np.ndarray] = {}
