@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from lofi.cpp_ext.checks import check_inputs
 
 
 def _axis(lo: torch.Tensor, hi: torch.Tensor, out: int, size: int):
@@ -34,12 +35,10 @@ def lofi_sample_reference(
     """frames (T, H, W, 3) uint8; index (B, L, k) int64 frame numbers (temporal crop/resize);
     boxes (B, 4) float [x0, y0, x1, y1] in pixels, one spatial crop per clip; size (h, w).
 
-    Returns (B, L, k, 3, h, w) in `dtype`, (x / 255 - mean) / std.
+    Returns (B, L, k, 3, h, w) in `dtype`, (x / 255 - mean) / std. Bad input raises ValueError
+    (`lofi.cpp_ext.checks`), the same as the fused op's.
     """
-    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-        raise ValueError("frames must be (T, H, W, 3) uint8")
-    if index.dim() != 3:
-        raise ValueError("index must be (B, L, k)")
+    check_inputs(frames, index, boxes, size, mean, std, dtype)
     b, length, k = index.shape
     out_h, out_w = int(size[0]), int(size[1])
     _, in_h, in_w, _ = frames.shape

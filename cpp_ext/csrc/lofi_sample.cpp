@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "lofi_sample.h"
@@ -14,24 +16,38 @@
 namespace lofi {
 
 void check_inputs(const at::Tensor& frames, const at::Tensor& index, const at::Tensor& boxes,
-                  int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> std) {
+                  int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> std,
+                  at::ScalarType dtype) {
+  // lofi_sample checks all of this (and the values) in Python first; these guard direct calls of
+  // torch.ops.lofi.sample, so no input can make a kernel read outside its buffers.
   TORCH_CHECK(frames.dim() == 4 && frames.size(3) == 3 && frames.scalar_type() == at::kByte,
               "lofi::sample: frames must be (T, H, W, 3) uint8");
+  TORCH_CHECK(frames.size(0) > 0 && frames.size(1) > 0 && frames.size(2) > 0, "lofi::sample: frames are empty");
   TORCH_CHECK(index.dim() == 3 && index.scalar_type() == at::kLong, "lofi::sample: index must be (B, L, k) int64");
   TORCH_CHECK(boxes.dim() == 2 && boxes.size(0) == index.size(0) && boxes.size(1) == 4 &&
                   boxes.scalar_type() == at::kFloat,
               "lofi::sample: boxes must be (B, 4) float32");
+  TORCH_CHECK(index.device() == frames.device() && boxes.device() == frames.device(),
+              "lofi::sample: index and boxes must be on the frames' device");
   TORCH_CHECK(out_h > 0 && out_w > 0, "lofi::sample: output size must be positive");
   TORCH_CHECK(mean.size() == 3 && std.size() == 3, "lofi::sample: mean and std need 3 values");
-  TORCH_CHECK(frames.size(0) > 0, "lofi::sample: no frames");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "lofi::sample: dtype must be float32, float16 or bfloat16");
+  // the CUDA kernel holds these in 32-bit ints; the same limits everywhere keep CPU and CUDA alike
+  constexpr int64_t int_max = std::numeric_limits<int32_t>::max();
+  const auto fits = [&](int64_t a, int64_t b) { return a <= int_max && b <= int_max && a * b <= int_max; };
+  TORCH_CHECK(frames.size(1) <= int_max && fits(3, frames.size(2)) && fits(out_h, out_w) &&
+                  fits(index.size(1), index.size(2)),
+              "lofi::sample: a frame, an output frame or a clip exceeds the kernel's 2^31 - 1 limit");
 }
 
-// Source coordinate tables of one axis for one clip, in the reference's float32 arithmetic.
+// Source coordinate tables of one axis for one clip, in the reference's float32 arithmetic. fmin/fmax
+// clamp a NaN coordinate to 0, as fminf/fmaxf do on the GPU, so a NaN box never indexes memory.
 void axis_table(float lo, float hi, int64_t out, int64_t in, int64_t* i0, int64_t* i1, float* w) {
   const float step = (hi - lo) / static_cast<float>(out);
   for (int64_t o = 0; o < out; ++o) {
     float s = lo + (static_cast<float>(o) + 0.5f) * step - 0.5f;
-    s = std::min(std::max(s, 0.0f), static_cast<float>(in - 1));
+    s = std::fmin(std::fmax(s, 0.0f), static_cast<float>(in - 1));
     const int64_t a = static_cast<int64_t>(std::floor(s));
     i0[o] = a;
     i1[o] = std::min(a + 1, in - 1);
@@ -88,7 +104,7 @@ void sample_cpu_kernel(const uint8_t* frames, const int64_t* index, const float*
 at::Tensor sample_cpu(const at::Tensor& frames_in, const at::Tensor& index_in, const at::Tensor& boxes_in,
                       int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> std,
                       at::ScalarType dtype) {
-  check_inputs(frames_in, index_in, boxes_in, out_h, out_w, mean, std);
+  check_inputs(frames_in, index_in, boxes_in, out_h, out_w, mean, std, dtype);
   const at::Tensor frames = frames_in.contiguous();
   const at::Tensor index = index_in.contiguous();
   const at::Tensor boxes = boxes_in.contiguous();
@@ -99,11 +115,17 @@ at::Tensor sample_cpu(const at::Tensor& frames_in, const at::Tensor& index_in, c
     scale[c] = static_cast<float>(1.0 / (255.0 * std[c]));
     shift[c] = static_cast<float>(mean[c] / std[c]);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lofi_sample_cpu", [&] {
+  const auto run = [&](auto zero) {
+    using scalar_t = decltype(zero);
     sample_cpu_kernel<scalar_t>(frames.data_ptr<uint8_t>(), index.data_ptr<int64_t>(), boxes.data_ptr<float>(),
                                 out.data_ptr<scalar_t>(), frames.size(0), frames.size(1), frames.size(2), B, L * K,
                                 out_h, out_w, scale, shift);
-  });
+  };
+  switch (dtype) {  // check_inputs admits these three only
+    case at::kFloat: run(float{}); break;
+    case at::kHalf: run(at::Half{}); break;
+    default: run(at::BFloat16{});
+  }
   return out;
 }
 

@@ -2,7 +2,9 @@
 // output pixels of one row for all three channels and writes each channel's V values with one
 // aligned vector store (16 bytes where the width allows); consecutive threads take consecutive
 // column groups, so a warp's stores are contiguous. Reads are 2x2 uint8 RGB neighbourhoods that
-// neighbouring threads share through L1/L2.
+// neighbouring threads share through L1/L2. Sizes that must fit the int parameters are checked by
+// check_inputs; an out-of-range frame index (possible only in direct calls inside CUDA graph capture,
+// where lofi_sample cannot read the index) writes NaN instead of reading: no device-side assert.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -47,15 +49,23 @@ __global__ void sample_kernel(const uint8_t* __restrict__ frames, const int64_t*
                               const float* __restrict__ boxes, scalar_t* __restrict__ out, int64_t n_frames, int H,
                               int W, int N, int64_t frames_out, int oh, int ow, Norm norm) {
   const int groups = ow / V;  // the launcher picks V dividing ow
-  const int p = blockIdx.x * blockDim.x + threadIdx.x;
-  if (p >= oh * groups) return;
-  const int y = p / groups;
-  const int x = (p - y * groups) * V;
+  const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;  // the last block overhangs
+  if (p >= static_cast<int64_t>(oh) * groups) return;
+  const int y = static_cast<int>(p / groups);
+  const int x = static_cast<int>(p - static_cast<int64_t>(y) * groups) * V;
   const int64_t plane = static_cast<int64_t>(oh) * ow;
   for (int64_t bn = blockIdx.y; bn < frames_out; bn += gridDim.y) {  // clip * N + frame-in-clip
     const float* box = boxes + 4 * (bn / N);
     const int64_t f = index[bn];
-    CUDA_KERNEL_ASSERT(f >= 0 && f < n_frames);
+    scalar_t* o = out + bn * 3 * plane + static_cast<int64_t>(y) * ow + x;
+    if (f < 0 || f >= n_frames) {
+      Pack<scalar_t, V> nan;
+#pragma unroll
+      for (int i = 0; i < V; ++i) nan.v[i] = static_cast<scalar_t>(__int_as_float(0x7fc00000));
+#pragma unroll
+      for (int c = 0; c < 3; ++c) *reinterpret_cast<Pack<scalar_t, V>*>(o + c * plane) = nan;
+      continue;
+    }
     int y0, y1;
     float wy;
     coord(box[1], box[3], y, oh, H, y0, y1, wy);
@@ -65,7 +75,6 @@ __global__ void sample_kernel(const uint8_t* __restrict__ frames, const int64_t*
     float wx[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) coord(box[0], box[2], x + i, ow, W, x0[i], x1[i], wx[i]);
-    scalar_t* o = out + bn * 3 * plane + static_cast<int64_t>(y) * ow + x;
 #pragma unroll
     for (int c = 0; c < 3; ++c) {
       Pack<scalar_t, V> pack;
@@ -77,22 +86,13 @@ __global__ void sample_kernel(const uint8_t* __restrict__ frames, const int64_t*
   }
 }
 
-// Widest vector (at most 16 bytes) whose width divides the row, so every row starts aligned.
-template <typename scalar_t>
-int vector_width(int64_t ow) {
-  for (int v = 16 / static_cast<int>(sizeof(scalar_t)); v > 1; v /= 2)
-    if (ow % v == 0) return v;
-  return 1;
-}
-
 template <typename scalar_t, int V>
 void launch(const at::Tensor& frames, const at::Tensor& index, const at::Tensor& boxes, at::Tensor& out,
             const Norm& norm) {
   const int64_t B = index.size(0), N = index.size(1) * index.size(2);
   const int64_t frames_out = B * N, oh = out.size(4), ow = out.size(5);
   const int threads = 256;
-  const int64_t work = oh * (ow / V);
-  TORCH_CHECK(work < (int64_t{1} << 31), "lofi::sample: output frame too large");
+  const int64_t work = oh * (ow / V);  // < 2^31: check_inputs bounds oh * ow
   const dim3 grid(static_cast<unsigned>((work + threads - 1) / threads),
                   static_cast<unsigned>(std::min<int64_t>(frames_out, 65535)));
   sample_kernel<scalar_t, V><<<grid, threads, 0, at::cuda::getCurrentCUDAStream()>>>(
@@ -100,11 +100,24 @@ void launch(const at::Tensor& frames, const at::Tensor& index, const at::Tensor&
       frames.size(0), frames.size(1), frames.size(2), N, frames_out, oh, ow, norm);
 }
 
+// Widest vector (at most 16 bytes) whose width divides the row, so every row starts aligned; only
+// the widths a type can take are instantiated (8 lanes for 2-byte types only).
+template <typename scalar_t>
+void launch_widest(const at::Tensor& frames, const at::Tensor& index, const at::Tensor& boxes, at::Tensor& out,
+                   const Norm& norm) {
+  const int64_t ow = out.size(5);
+  if constexpr (sizeof(scalar_t) == 2) {
+    if (ow % 8 == 0) return launch<scalar_t, 8>(frames, index, boxes, out, norm);
+  }
+  if (ow % 4 == 0) return launch<scalar_t, 4>(frames, index, boxes, out, norm);
+  if (ow % 2 == 0) return launch<scalar_t, 2>(frames, index, boxes, out, norm);
+  launch<scalar_t, 1>(frames, index, boxes, out, norm);
+}
+
 at::Tensor sample_cuda(const at::Tensor& frames_in, const at::Tensor& index_in, const at::Tensor& boxes_in,
                        int64_t out_h, int64_t out_w, at::ArrayRef<double> mean, at::ArrayRef<double> std,
                        at::ScalarType dtype) {
-  check_inputs(frames_in, index_in, boxes_in, out_h, out_w, mean, std);
-  TORCH_CHECK(index_in.is_cuda() && boxes_in.is_cuda(), "lofi::sample: index and boxes must be on the frames' device");
+  check_inputs(frames_in, index_in, boxes_in, out_h, out_w, mean, std, dtype);
   const c10::cuda::CUDAGuard guard(frames_in.device());
   const at::Tensor frames = frames_in.contiguous();
   const at::Tensor index = index_in.contiguous();
@@ -117,14 +130,11 @@ at::Tensor sample_cuda(const at::Tensor& frames_in, const at::Tensor& index_in, 
     norm.scale[c] = static_cast<float>(1.0 / (255.0 * std[c]));
     norm.shift[c] = static_cast<float>(mean[c] / std[c]);
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "lofi_sample_cuda", [&] {
-    switch (vector_width<scalar_t>(out_w)) {
-      case 8: launch<scalar_t, 8>(frames, index, boxes, out, norm); break;
-      case 4: launch<scalar_t, 4>(frames, index, boxes, out, norm); break;
-      case 2: launch<scalar_t, 2>(frames, index, boxes, out, norm); break;
-      default: launch<scalar_t, 1>(frames, index, boxes, out, norm);
-    }
-  });
+  switch (dtype) {  // check_inputs admits these three only
+    case at::kFloat: launch_widest<float>(frames, index, boxes, out, norm); break;
+    case at::kHalf: launch_widest<at::Half>(frames, index, boxes, out, norm); break;
+    default: launch_widest<at::BFloat16>(frames, index, boxes, out, norm);
+  }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }
