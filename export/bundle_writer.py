@@ -1,4 +1,7 @@
-"""Checkpoint -> bundle folder: ONNX files, parity.json, optional engines, manifest.json last."""
+"""Checkpoint -> bundle folder: ONNX files, parity.json, optional engines, manifest.json last.
+
+The bundle is written to OUT.partial and renamed to OUT only when every parity check passed, so
+a bundle at OUT has always been checked; a failed one stays at OUT.partial for inspection."""
 
 from __future__ import annotations
 
@@ -8,11 +11,19 @@ from pathlib import Path
 
 from lofi.export.onnx_export import export_encoder, export_gtad_head, export_head
 from lofi.export.parity import check_parity
+from lofi.export.tensorrt_build import BuildOptions
+from lofi.export.trt_shapes import (
+    Profiles,
+    encoder_shapes,
+    gtad_head_shapes,
+    pyramid_head_shapes,
+)
 from lofi.runtime.bundle import (
     ENCODER_FILE,
     GTAD_OUTPUTS,
     HEAD_FILE,
     MANIFEST,
+    PARITY_FILE,
     Manifest,
     write_manifest,
 )
@@ -24,12 +35,23 @@ from lofi.trainer.gtad import GTADHead
 
 
 def export_bundle(
-    checkpoint: Path, out: Path, fp16: bool = False, trt: bool = False, encoder_batch: int = 16
+    checkpoint: Path,
+    out: Path,
+    fp16: bool = False,
+    trt: bool = False,
+    profiles: Profiles | None = None,
+    build: BuildOptions | None = None,
 ) -> tuple[Path, dict]:
-    """Write the bundle; returns it with the parity report (caller decides on failure).
+    """Write the bundle and return it with its parity report; a parity failure raises a
+    LofiError naming OUT.partial.
 
     The pyramid head needs the `window` protocol (the streaming runtime); the G-TAD head is a
     whole-video head under the `resize` protocol (the runtime's whole-video path)."""
+    engines_with = None
+    if trt:  # before any work: without TensorRT or a GPU, one line and nothing written
+        from lofi.export.tensorrt_build import require_tensorrt
+
+        engines_with = require_tensorrt()
     ckpt = load_checkpoint(checkpoint)
     encoder, head = models_from_checkpoint(ckpt, checkpoint)
     mode = ckpt["config"]["data"]["mode"]
@@ -45,55 +67,81 @@ def export_bundle(
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     try:
-        parity = _write(ckpt, encoder, head, out, h, w, fp16, trt, encoder_batch)
+        parity = _write(
+            ckpt, encoder, head, out, h, w, fp16, profiles or Profiles(), build, engines_with
+        )
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
+    if not parity["ok"]:
+        raise LofiError(
+            f"parity failed (encoder max abs err {parity['encoder_max_abs_err']:.2e}, head "
+            f"{parity['head_max_abs_err']:.2e}, tolerance {parity['tolerance']:.0e}"
+            f"{_engine_summary(parity)}): not published; see {out / PARITY_FILE}"
+        )
     shutil.rmtree(final, ignore_errors=True)
     out.rename(final)
     return final, parity
 
 
+def _engine_summary(parity: dict) -> str:
+    bad = [
+        f"{n} {e['max_abs_err']:.2e}" for n, e in parity.get("engines", {}).items() if not e["ok"]
+    ]
+    return f"; engines over tolerance: {', '.join(bad)}" if bad else ""
+
+
 def _write(
-    ckpt: dict, encoder, head, out: Path, h: int, w: int, fp16: bool, trt: bool, encoder_batch: int
+    ckpt: dict,
+    encoder,
+    head,
+    out: Path,
+    h: int,
+    w: int,
+    fp16: bool,
+    profiles: Profiles,
+    build: BuildOptions | None,
+    engines_with: tuple | None,
 ) -> dict:
     cfg = ckpt["config"]
     d = cfg["data"]
     precision = "fp16" if fp16 else "fp32"
+    dim = encoder.out_dim
     export_encoder(encoder, d["mean"], d["std"], d["k"], h, w, out / ENCODER_FILE, fp16)
     if isinstance(head, GTADHead):
-        names = export_gtad_head(head, encoder.out_dim, out / HEAD_FILE, fp16)
+        names = export_gtad_head(head, dim, out / HEAD_FILE, fp16)
         if names != GTAD_OUTPUTS:
             raise LofiError(f"G-TAD head outputs {names} are not the bundle's {GTAD_OUTPUTS}")
         head_fields = _gtad_fields(head)
-        head_shapes = _gtad_shapes(head, encoder.out_dim)
+        head_shapes = gtad_head_shapes(profiles, dim, head.length)
     else:
-        export_head(head, encoder.out_dim, out / HEAD_FILE, fp16)
+        export_head(head, dim, out / HEAD_FILE, fp16)
         head_fields = _pyramid_fields(cfg, head)
-        head_shapes = _pyramid_shapes(head, encoder.out_dim, head_fields)
+        span = head_fields["window"] + 2 * head_fields["context"]
+        head_shapes = pyramid_head_shapes(profiles, dim, max(head.strides), span)
     parity = check_parity(out, encoder, head, d["mean"], d["std"], d["k"], h, w, precision)
-    (out / "parity.json").write_text(json.dumps(parity, indent=1))
     engines = []
-    files = [ENCODER_FILE, HEAD_FILE]
-    if trt:
+    files = [ENCODER_FILE, HEAD_FILE, PARITY_FILE]
+    if engines_with is not None and parity["ok"]:
+        from lofi.export.engine_parity import engine_parity
         from lofi.export.tensorrt_build import build_engine
 
-        enc = build_engine(
-            out / ENCODER_FILE,
-            out / "encoder.plan",
-            "frames",
-            (
-                (1, d["k"], h, w, 3),
-                (encoder_batch, d["k"], h, w, 3),
-                (4 * encoder_batch, d["k"], h, w, 3),
-            ),
-        )
-        hd = build_engine(out / HEAD_FILE, out / "head.plan", "features", head_shapes)
-        engines = [
-            {"part": "encoder", "precision": precision, **enc},
-            {"part": "head", "precision": precision, **hd},
+        trt, cc = engines_with
+        opts = build or BuildOptions()
+        parts = [
+            ("encoder", ENCODER_FILE, "frames", encoder_shapes(profiles, d["k"], h, w)),
+            ("head", HEAD_FILE, "features", head_shapes),
         ]
-        files += ["encoder.plan", "head.plan"]
+        parity["engines"] = {}
+        for part, onnx_file, input_name, shapes in parts:
+            plan = out / f"{part}.plan"
+            built = build_engine(trt, out / onnx_file, plan, input_name, shapes, precision, opts)
+            engine = {"part": part, "compute_capability": cc, **built}
+            parity["engines"][plan.name] = engine_parity(out, engine, onnx_file)
+            engines.append(engine)
+            files.append(plan.name)
+        parity["ok"] = all(e["ok"] for e in parity["engines"].values())
+    (out / PARITY_FILE).write_text(json.dumps(parity, indent=1))
     hop = float("nan") if isinstance(head, GTADHead) else float(d["hop"])
     manifest = Manifest(
         labels=list(ckpt["labels"]),
@@ -127,18 +175,8 @@ def _pyramid_fields(cfg: dict, head) -> dict:
     }
 
 
-def _pyramid_shapes(head, dim: int, fields: dict) -> tuple[tuple, tuple, tuple]:
-    span = fields["window"] + 2 * fields["context"]
-    return (1, dim, max(head.strides)), (1, dim, span), (1, dim, 64 * span)
-
-
 def _gtad_fields(head: GTADHead) -> dict:
     return {"head_type": "gtad", "length": head.length, "max_duration": head.max_duration}
-
-
-def _gtad_shapes(head: GTADHead, dim: int) -> tuple[tuple, tuple, tuple]:
-    """The runtime feeds one video at a time; the batch axis stays dynamic up to 8."""
-    return (1, dim, head.length), (1, dim, head.length), (8, dim, head.length)
 
 
 def _input_size(ckpt: dict) -> tuple[int, int]:

@@ -1,22 +1,58 @@
-"""Inference backends behind one call: ONNX Runtime (CPU or CUDA) and TensorRT engines."""
+"""Inference backends behind one call: ONNX Runtime (CPU, CUDA with I/O binding, or its
+TensorRT execution provider) and serialized TensorRT engines run with cuda-python."""
 
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from lofi.runtime.errors import LofiError
 
 
 class Backend(Protocol):
+    outputs: list[str]
+
     def __call__(self, x: np.ndarray) -> list[np.ndarray]: ...
 
 
-class OrtBackend:
-    """One ONNX model with one input; outputs in the model's declared order."""
+# the providers each ONNX Runtime device asks for, the first being the one it must really get
+ORT_PROVIDERS = {
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-trt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int = 0) -> None:
+
+def _provider_options(device: str, cache: Path | None) -> list[dict[str, Any]]:
+    """The TensorRT EP builds engines itself: keep them (and its timing cache) in a folder so a
+    restart does not rebuild; fp16 follows the ONNX graph's own types."""
+    opts: list[dict[str, Any]] = [{} for _ in ORT_PROVIDERS[device]]
+    if device == "ort-trt":
+        if cache is None:
+            raise LofiError("device ort-trt needs an engine cache folder")
+        cache.mkdir(parents=True, exist_ok=True)
+        opts[0] = {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(cache),
+        }
+    return opts
+
+
+class OrtBackend:
+    """One ONNX model with one input; outputs in the model's declared order, named in `outputs`.
+
+    With a GPU device the session must really run on it: ONNX Runtime falls back to the CPU
+    silently when a provider cannot load (missing CUDA libraries, no GPU), so the providers the
+    session got are checked and a fallback is refused. The CUDA provider binds the input and the
+    outputs with I/O binding (one copy each way, no per-call allocation by the session)."""
+
+    def __init__(
+        self, path: Path, device: str = "cpu", threads: int = 0, cache: Path | None = None
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
@@ -24,23 +60,45 @@ class OrtBackend:
                 "onnxruntime is not installed: pip install 'lofi-tal[cpu]' "
                 "(or [gpu] for onnxruntime-gpu)"
             ) from None
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise LofiError("--device cuda needs onnxruntime-gpu with a CUDA GPU")
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device not in ORT_PROVIDERS:
+            raise LofiError(f"ONNX Runtime device must be one of {', '.join(ORT_PROVIDERS)}")
+        wanted = ORT_PROVIDERS[device]
+        if wanted[0] not in ort.get_available_providers():
+            raise LofiError(
+                f"device {device} needs onnxruntime-gpu with {wanted[0]} "
+                f"(this onnxruntime has {', '.join(ort.get_available_providers())})"
+            )
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=providers)
+            self.session = ort.InferenceSession(
+                str(path),
+                opts,
+                providers=wanted,
+                provider_options=_provider_options(device, cache),
+            )
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
             raise LofiError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
+        got = self.session.get_providers()
+        if not got or got[0] != wanted[0]:
+            raise LofiError(
+                f"{path.name}: ONNX Runtime gave providers {', '.join(got)} instead of "
+                f"{wanted[0]} (would run on the CPU): check the CUDA/TensorRT libraries"
+            )
+        self.device = device
         self.input = self.session.get_inputs()[0].name
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.outputs, {self.input: x})
+        if self.device != "cuda":
+            return self.session.run(self.outputs, {self.input: x})
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input, np.ascontiguousarray(x))
+        for name in self.outputs:
+            binding.bind_output(name, "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
 
 
 def _cudart():
@@ -52,8 +110,59 @@ def _cudart():
     return runtime
 
 
+def _check(result: tuple, call: str) -> Any:
+    """cuda-python returns (error, *values): raise on an error, return the value (if any)."""
+    err, *rest = result
+    if int(err) != 0:
+        raise LofiError(f"CUDA error in {call}: {err}")
+    return rest[0] if rest else None
+
+
+class _Buffers:
+    """Device and pinned host buffers per tensor name, grown on demand and freed on close."""
+
+    def __init__(self, cudart: Any) -> None:
+        self.cudart = cudart
+        self.device: dict[str, tuple[int, int]] = {}
+        self.host: dict[str, tuple[int, int]] = {}
+
+    def device_ptr(self, name: str, nbytes: int) -> int:
+        ptr, size = self.device.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                _check(self.cudart.cudaFree(ptr), "cudaFree")
+                del self.device[name]
+            ptr = int(_check(self.cudart.cudaMalloc(nbytes), "cudaMalloc"))
+            self.device[name] = (ptr, nbytes)
+        return ptr
+
+    def host_array(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A numpy view of page-locked memory: copies to and from it can run asynchronously."""
+        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
+        ptr, size = self.host.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                _check(self.cudart.cudaFreeHost(ptr), "cudaFreeHost")
+                del self.host[name]
+            ptr = int(_check(self.cudart.cudaMallocHost(nbytes), "cudaMallocHost"))
+            self.host[name] = (ptr, nbytes)
+        raw = (ctypes.c_uint8 * nbytes).from_address(ptr)
+        count = int(np.prod(shape))
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def free(self) -> None:
+        for ptr, _ in self.device.values():
+            self.cudart.cudaFree(ptr)
+        for ptr, _ in self.host.values():
+            self.cudart.cudaFreeHost(ptr)
+        self.device.clear()
+        self.host.clear()
+
+
 class TrtBackend:
-    """A serialized TensorRT engine (TensorRT 10/11 tensor API) run with cuda-python."""
+    """A serialized TensorRT engine (TensorRT 10.x/11.x name-based tensor API): one input with
+    one optimisation profile, outputs by name; inputs outside the profile are refused in one
+    line; page-locked host buffers for the copies; buffers and stream freed by `close`."""
 
     def __init__(self, plan: Path) -> None:
         try:
@@ -62,7 +171,7 @@ class TrtBackend:
             cudart = _cudart()
         except ImportError:
             raise LofiError(
-                "--device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
+                "device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
             ) from None
         self.trt, self.cudart = trt, cudart
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
@@ -72,58 +181,84 @@ class TrtBackend:
             raise LofiError(f"TensorRT could not load {plan} (built for another GPU or version?)")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = [self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names]
-        self.input = next(n for n, inp in zip(names, is_input) if inp)
-        self.outputs = [n for n, inp in zip(names, is_input) if not inp]
-        self.stream = self._check(cudart.cudaStreamCreate())
-        self.buffers: dict[str, tuple[int, int]] = {}
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise LofiError(f"{plan.name} has {len(inputs)} inputs; a bundle engine has one")
+        self.input = inputs[0]
+        self.outputs = [n for n in names if n != self.input]
+        lo, _, hi = self.engine.get_tensor_profile_shape(self.input, 0)
+        self.profile = (tuple(lo), tuple(hi))
+        self.plan = plan.name
+        self.buffers = _Buffers(cudart)
+        self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
 
-    def _check(self, result: tuple):
-        err, *rest = result
-        if int(err) != 0:
-            raise LofiError(f"CUDA error {err}")
-        return rest[0] if rest else None
+    @property
+    def max_batch(self) -> int:
+        return int(self.profile[1][0])
 
-    def _buffer(self, name: str, nbytes: int) -> int:
-        ptr, size = self.buffers.get(name, (0, 0))
-        if size < nbytes:
-            if ptr:
-                self._check(self.cudart.cudaFree(ptr))
-            ptr, size = self._check(self.cudart.cudaMalloc(nbytes)), nbytes
-            self.buffers[name] = (ptr, size)
-        self.context.set_tensor_address(name, ptr)
-        return ptr
+    def _dtype(self, name: str) -> np.dtype:
+        return np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name)))
+
+    def _set_shape(self, shape: tuple[int, ...]) -> None:
+        lo, hi = self.profile
+        if len(shape) != len(lo) or any(s < a or s > b for s, a, b in zip(shape, lo, hi)):
+            raise LofiError(
+                f"{self.plan}: input {self.input} shape {shape} is outside the engine's profile "
+                f"{lo}..{hi}: rebuild with lofi-export --trt --trt-shapes"
+            )
+        if not self.context.set_input_shape(self.input, shape):
+            raise LofiError(f"{self.plan}: TensorRT refused input shape {shape}")
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         cudart, kind = self.cudart, self.cudart.cudaMemcpyKind
-        x = np.ascontiguousarray(x, dtype=self.trt.nptype(self.engine.get_tensor_dtype(self.input)))
-        self.context.set_input_shape(self.input, x.shape)
-        ptr = self._buffer(self.input, x.nbytes)
-        self._check(
-            cudart.cudaMemcpyAsync(
-                ptr, x.ctypes.data, x.nbytes, kind.cudaMemcpyHostToDevice, self.stream
-            )
+        x = np.asarray(x)
+        self._set_shape(tuple(int(s) for s in x.shape))
+        host_in = self.buffers.host_array(self.input, x.shape, self._dtype(self.input))
+        host_in[...] = x
+        ptr = self.buffers.device_ptr(self.input, max(host_in.nbytes, 1))
+        self.context.set_tensor_address(self.input, ptr)
+        h2d, d2h = kind.cudaMemcpyHostToDevice, kind.cudaMemcpyDeviceToHost
+        _check(
+            cudart.cudaMemcpyAsync(ptr, host_in.ctypes.data, host_in.nbytes, h2d, self.stream),
+            "cudaMemcpyAsync",
         )
-        outs = []
+        hosts = []
         for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            out = np.empty(shape, dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
-            self._buffer(name, max(out.nbytes, 1))
-            outs.append(out)
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise LofiError(f"{self.plan}: output {name} has unresolved shape {shape}")
+            host = self.buffers.host_array(name, shape, self._dtype(name))
+            out_ptr = self.buffers.device_ptr(name, max(host.nbytes, 1))
+            self.context.set_tensor_address(name, out_ptr)
+            hosts.append((host, out_ptr))
         if not self.context.execute_async_v3(int(self.stream)):
-            raise LofiError("TensorRT execution failed")
-        for name, out in zip(self.outputs, outs):
-            self._check(
-                cudart.cudaMemcpyAsync(
-                    out.ctypes.data,
-                    self.buffers[name][0],
-                    out.nbytes,
-                    kind.cudaMemcpyDeviceToHost,
-                    self.stream,
-                )
+            raise LofiError(f"{self.plan}: TensorRT execution failed")
+        for host, out_ptr in hosts:
+            _check(
+                cudart.cudaMemcpyAsync(host.ctypes.data, out_ptr, host.nbytes, d2h, self.stream),
+                "cudaMemcpyAsync",
             )
-        self._check(cudart.cudaStreamSynchronize(self.stream))
-        return [o.astype(np.float32, copy=False) for o in outs]
+        _check(cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        return [np.array(host, dtype=np.float32) for host, _ in hosts]  # copies out of pinned
+
+    def close(self) -> None:
+        """Free device and pinned buffers and the stream (idempotent)."""
+        if getattr(self, "stream", None) is not None:
+            self.buffers.free()
+            self.cudart.cudaStreamDestroy(self.stream)
+            self.stream = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def tensorrt_version() -> str | None:
+    """This machine's TensorRT version, or None without the tensorrt package."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return None
+    return str(trt.__version__)
 
 
 def gpu_compute_capability() -> str | None:

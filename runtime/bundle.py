@@ -13,11 +13,15 @@ from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.snippets import SnippetGrid, resize_grid
 
 FORMAT = "lofi-tal-bundle"
-FORMAT_VERSION = 2  # 2: head type and snippet protocol (the G-TAD head); 1 still reads
-READ_VERSIONS = (1, 2)
+# 2: head type and snippet protocol (the G-TAD head); 3: the manifest's own digest, parity.json
+# hashed and required to say ok. Older bundles cannot show they were checked: re-export them.
+FORMAT_VERSION = 3
+READ_VERSIONS = (3,)
 MANIFEST = "manifest.json"
 ENCODER_FILE = "encoder.onnx"
 HEAD_FILE = "head.onnx"
+PARITY_FILE = "parity.json"
+DIGEST_KEY = "manifest_sha256"
 HEAD_TYPES = {"pyramid": "window", "gtad": "resize"}  # head type -> its snippet protocol
 GTAD_OUTPUTS = ["start", "end", "confidence", "class_probs"]
 
@@ -28,6 +32,15 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def manifest_digest(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own digest field: an edited manifest
+    no longer matches the digest it records (a check against edits and corruption, not a
+    signature)."""
+    body = {k: v for k, v in data.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def pyramid_outputs(levels: int) -> list[str]:
@@ -151,10 +164,16 @@ class Manifest:
     def from_json(cls, d: dict[str, Any]) -> Manifest:
         if d.get("format") != FORMAT:
             raise LofiError("manifest.json is not a LoFi-TAL bundle manifest")
-        if d.get("format_version") not in READ_VERSIONS:
+        version = d.get("format_version")
+        if isinstance(version, int) and version < min(READ_VERSIONS):
             raise LofiError(
-                f"bundle format version {d.get('format_version')} is not supported "
-                f"(this runtime reads versions {', '.join(map(str, READ_VERSIONS))})"
+                f"manifest.json: bundle format version {version} predates checked bundles "
+                f"(manifest digest, recorded parity); re-export it with lofi-export"
+            )
+        if version not in READ_VERSIONS:
+            raise LofiError(
+                f"manifest.json: bundle format version {version} is not supported "
+                f"(this runtime reads version {', '.join(map(str, READ_VERSIONS))})"
             )
         try:
             s, i, h = d["snippets"], d["input"], d["head"]
@@ -208,14 +227,51 @@ class Manifest:
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    """Hash every listed file and write manifest.json last, so a bundle is complete or absent."""
-    files = {name: sha256_file(folder / name) for name in manifest.files}
+    """Hash every listed file, then the manifest itself; written last, so a bundle is complete
+    or has no manifest."""
     data = manifest.to_json()
-    data["files"] = files
+    data["files"] = {name: sha256_file(folder / name) for name in manifest.files}
+    data[DIGEST_KEY] = manifest_digest(data)
     (folder / MANIFEST).write_text(json.dumps(data, indent=1))
 
 
-def load_manifest(folder: str | Path, verify: bool = True) -> tuple[Path, Manifest]:
+def manifest_digest_of(folder: Path) -> str:
+    """The digest a bundle's manifest records (after `load_manifest` verified it)."""
+    return str(json.loads((folder / MANIFEST).read_text()).get(DIGEST_KEY, ""))
+
+
+def engine_problem(engine: dict[str, Any], tensorrt: str | None, capability: str | None) -> str:
+    """Why this machine cannot load a bundle's engine ("" if it can): an engine is tied to the
+    TensorRT version and the GPU compute capability it was built with."""
+    if tensorrt is None:
+        return "TensorRT is not installed"
+    if capability is None:
+        return "no NVIDIA GPU (or no cuda-python)"
+    built, cc = engine.get("tensorrt_version"), engine.get("compute_capability")
+    if built != tensorrt:
+        return f"built with TensorRT {built}, this machine has {tensorrt}"
+    if cc != capability:
+        return f"built for compute capability {cc}, this GPU is {capability}"
+    return ""
+
+
+def _check_parity(folder: Path) -> dict[str, Any]:
+    path = folder / PARITY_FILE
+    try:
+        parity = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LofiError(f"{path} is not valid JSON") from None
+    if not isinstance(parity, dict) or parity.get("ok") is not True:
+        raise LofiError(f"{path}: field 'ok' is not true: the bundle failed its parity check")
+    for name, e in parity.get("engines", {}).items():
+        if e.get("ok") is not True:
+            raise LofiError(f"{path}: engines.{name}.ok is not true: the engine failed parity")
+    return parity
+
+
+def load_manifest(folder: str | Path) -> tuple[Path, Manifest]:
+    """Read and verify a bundle: format version, the manifest's own digest, every listed file's
+    sha256, and a parity record that says ok. Anything else is refused in one line."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
@@ -224,15 +280,23 @@ def load_manifest(folder: str | Path, verify: bool = True) -> tuple[Path, Manife
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise LofiError(f"{path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise LofiError(f"{path} is not a LoFi-TAL bundle manifest")
     manifest = Manifest.from_json(data)
-    for name in (ENCODER_FILE, HEAD_FILE):
+    if data.get(DIGEST_KEY) != manifest_digest(data):
+        raise LofiError(f"{path}: field {DIGEST_KEY} does not match the manifest (edited?)")
+    needed = [ENCODER_FILE, HEAD_FILE, PARITY_FILE] + [str(e.get("file")) for e in manifest.engines]
+    for name in needed:
         if name not in manifest.files:
-            raise LofiError(f"bundle manifest does not list {name}")
-    if verify:
-        for name, digest in manifest.files.items():
-            f = folder / name
-            if not f.is_file():
-                raise LofiError(f"bundle file missing: {f}")
-            if sha256_file(f) != digest:
-                raise LofiError(f"bundle file modified (sha256 mismatch): {f}")
+            raise LofiError(f"{path}: field files does not list {name}")
+    for name in manifest.files:
+        if Path(name).name != name:
+            raise LofiError(f"{path}: field files lists {name!r}, not a file name in the bundle")
+    for name, digest in manifest.files.items():
+        f = folder / name
+        if not f.is_file():
+            raise LofiError(f"bundle file missing: {f}")
+        if sha256_file(f) != digest:
+            raise LofiError(f"bundle file modified (sha256 mismatch): {f}")
+    _check_parity(folder)
     return folder, manifest

@@ -14,7 +14,7 @@ from lofi.runtime.streaming import localize_offline, stream_frames
 
 def test_bundle_contents_and_parity(tiny_bundle):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert set(manifest["files"]) == {"encoder.onnx", "head.onnx"}
+    assert set(manifest["files"]) == {"encoder.onnx", "head.onnx", "parity.json"}
     for key in ("labels", "snippets", "input", "head", "postprocess", "format_version"):
         assert key in manifest
     parity = json.loads((tiny_bundle / "parity.json").read_text())
