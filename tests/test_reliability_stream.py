@@ -24,21 +24,20 @@ import pytest
 STREAM = "from lofi.runtime.cli import stream_cli; stream_cli()"
 
 
-def stream(*args: str, **kw) -> subprocess.Popen:
+def stream(*args: str) -> subprocess.Popen:
+    code = f"import sys; sys.argv = ['lofi-stream', *sys.argv[1:]]; {STREAM}"
     return subprocess.Popen(
-        [sys.executable, "-c", f"import sys; sys.argv = ['lofi-stream']; {STREAM}", *args],
+        [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        **kw,
     )
 
 
 def run_stream(*args: str) -> subprocess.CompletedProcess:
-    code = f"import sys; sys.argv = ['lofi-stream', *sys.argv[1:]]; {STREAM}"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
-    )
+    proc = stream(*args)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def lines(text: str) -> list[str]:
@@ -61,10 +60,16 @@ def ts_video(tmp_path_factory) -> bytes:
     return path.read_bytes()
 
 
+class Stalled(str):
+    """The source's URL; `sent` is set once the half has gone out and the stall begins."""
+
+    sent: threading.Event
+
+
 @pytest.fixture
-def stalled_url(ts_video) -> Iterator[str]:
+def stalled_url(ts_video) -> Iterator[Stalled]:
     """An http:// source that sends half its video and then nothing more (until the test ends)."""
-    release = threading.Event()
+    release, sent = threading.Event(), threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -73,6 +78,7 @@ def stalled_url(ts_video) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(ts_video[: len(ts_video) // 2])
             self.wfile.flush()
+            sent.set()
             release.wait(120)
 
         def log_message(self, *args) -> None:
@@ -81,7 +87,9 @@ def stalled_url(ts_video) -> Iterator[str]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+    url = Stalled(f"http://127.0.0.1:{server.server_address[1]}/cam.ts")
+    url.sent = sent
+    yield url
     release.set()
     server.shutdown()
     server.server_close()
@@ -151,7 +159,8 @@ def test_ctrl_c_during_a_stall_stops_at_once_and_writes_the_files(
         "--stats",
         str(st),
     )
-    time.sleep(8)  # start-up, then the first half of the video; then it waits for data
+    assert stalled_url.sent.wait(60)
+    time.sleep(2)  # the first half is decoded; then it waits for data
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     t0 = time.monotonic()
@@ -184,7 +193,8 @@ def test_second_ctrl_c_aborts_at_once_even_inside_a_blocked_read(stalled_url):
         text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
-    time.sleep(3)  # reading the first half, then blocked
+    assert stalled_url.sent.wait(60)
+    time.sleep(2)  # the first half is decoded; then the read blocks
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     assert proc.poll() is None  # the first one only asks for a stop
