@@ -1,0 +1,387 @@
+"""The training config's schema: typed dataclasses with ranges and choices, checked before any
+work starts, so a bad key or value costs one line instead of a traceback minutes into a run.
+
+`validate(cfg)` checks a config dict (YAML + overrides merged) and returns the typed `Config`;
+every problem names the key, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from lofi.runtime.errors import LofiError
+
+SCHEDULES = (
+    "full",
+    "S",
+    "T",
+    "ST",
+    "long_cycle",
+    "short_cycle",
+    "multigrid_long",
+    "multigrid_short",
+)
+BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
+
+
+def opt(
+    default: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    open_low: bool = False,
+    open_high: bool = False,
+    choices: tuple[str, ...] | None = None,
+    pattern: str | None = None,
+    length: int | None = None,
+) -> Any:
+    """A config field: its default and the values it accepts (range, choices, regex, length)."""
+    meta = dict(
+        low=low,
+        high=high,
+        open_low=open_low,
+        open_high=open_high,
+        choices=choices,
+        pattern=pattern,
+        length=length,
+    )
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+POSITIVE = dict(low=0, open_low=True)
+FRACTION = dict(low=0, high=1)
+
+
+@dataclass
+class DataConfig:
+    annotations: str | None = None
+    cache: str | None = None
+    clips: str | None = None
+    clip_cache: str | None = None
+    k: int = opt(4, low=1)
+    frame_stride: int = opt(1, low=1)
+    hop: int = opt(4, low=1)
+    window: int = opt(64, low=1)
+    mode: str = opt("window", choices=("window", "resize"))
+    mean: list[float] = opt([0.45, 0.45, 0.45], length=3)
+    std: list[float] = opt([0.225, 0.225, 0.225], length=3, **POSITIVE)
+
+
+@dataclass
+class GTADConfig:
+    max_duration: int | None = opt(None, low=1)
+    dim: int = opt(256, low=1)
+    groups: int = opt(32, low=1)
+    width_group: int = opt(4, low=1)
+    k: int = opt(3, low=1)
+    samples: int = opt(16, low=1)
+    context: float = opt(0.5, low=0)
+    map_dim: int = opt(512, low=1)
+    hidden_2d: int = opt(128, low=1)
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = opt("tiny", choices=BACKBONES)
+    head: str = opt("pyramid", choices=("pyramid", "gtad"))
+    gtad: GTADConfig = field(default_factory=GTADConfig)
+    width: int = opt(16, low=1)
+    weights: str | None = None
+    head_dim: int = opt(128, low=1)
+    levels: int = opt(4, low=1)
+    max_reach: int = opt(32, low=1)
+    head_window: int = opt(32, low=1)
+    head_dropout: float = opt(0.1, low=0, high=1, open_high=True)
+    head_embed: int = opt(2, low=0)
+    head_blocks: int = opt(1, low=0)
+    head_residual: bool = True
+    head_layers: int = opt(3, low=1)
+    head_kernel: int = opt(3, low=1)
+    head_norm: bool = False
+
+
+@dataclass
+class TrainConfig:
+    precision: str = opt("fp32", choices=("fp32", "bf16", "fp16"))
+    checkpointing: str = opt("none", pattern=r"none|stages|chunks:[1-9][0-9]*")
+    accumulate: int = opt(1, low=1)
+    channels_last: bool = False
+    sync_bn: bool = False
+    checkpoint_every: int = opt(0, low=0)
+
+
+@dataclass
+class PretrainConfig:
+    source: str = opt("clips", choices=("clips", "segments"))
+    init: str | None = None
+    epochs: int = opt(8, low=0)
+    batch_size: int = opt(32, low=1)
+    optimizer: str = opt("adamw", choices=("adamw", "sgd"))
+    lr: float = opt(2e-3, **POSITIVE)
+    weight_decay: float = opt(1e-4, low=0)
+    momentum: float = opt(0.9, low=0, high=1, open_high=True)
+    crop_scale: list[float] | None = opt([0.8, 1.0], length=2, low=0, high=1, open_low=True)
+    validate_every: int = opt(1, low=1)
+    clip_grad: float = opt(0.0, low=0)
+
+
+@dataclass
+class LofiConfig:
+    init: str | None = None
+    epochs: int = opt(6, low=0)
+    batch_size: int = opt(2, low=1)
+    optimizer: str = opt("adamw", choices=("adamw", "sgd"))
+    lr: float = opt(5e-4, **POSITIVE)
+    head_lr: float = opt(1e-3, **POSITIVE)
+    weight_decay: float = opt(1e-4, low=0)
+    momentum: float = opt(0.0, low=0, high=1, open_high=True)
+    lr_halve_every: int = opt(5, low=1)
+    schedule: str = opt("long_cycle", choices=SCHEDULES)
+    s_ratio: float = opt(2.0, low=1)
+    t_ratio: int = opt(4, low=1)
+    st_ratio: list[float] = opt([2, 1.4142135623730951], length=2, low=1)
+    short_every: int = opt(16, low=1)
+    freeze_bn: bool = True
+    crop_scale: list[float] | None = opt([0.8, 1.0], length=2, low=0, high=1, open_low=True)
+    validate_every: int = opt(1, low=1)
+    clip_grad: float = opt(0.0, low=0)
+
+
+@dataclass
+class HeadConfig:
+    init: str | None = None
+    epochs: int = opt(40, low=0)
+    batch_size: int = opt(8, low=1)
+    optimizer: str = opt("adamw", choices=("adamw", "sgd"))
+    lr: float = opt(1e-3, **POSITIVE)
+    weight_decay: float = opt(0.05, low=0)
+    momentum: float = opt(0.9, low=0, high=1, open_high=True)
+    schedule: str = opt("cosine", choices=("cosine", "halve"))
+    warmup_epochs: int = opt(5, low=0)
+    lr_halve_every: int = opt(15, low=1)
+    clip_grad: float = opt(1.0, low=0)
+    ema: float = opt(0.999, low=0, high=1, open_high=True)
+    crop: list[float] | None = opt([0.9, 1.0], length=2, low=0, high=1, open_low=True)
+    standardize: bool = True
+    validate_every: int = opt(1, low=1)
+
+
+@dataclass
+class PostprocessConfig:
+    score_threshold: float = opt(0.05, **FRACTION)
+    nms: str = opt("soft", choices=("soft", "hard"))
+    iou_threshold: float = opt(0.5, **FRACTION)
+    sigma: float = opt(0.5, **POSITIVE)
+    min_score: float = opt(0.001, **FRACTION)
+    max_segments: int = opt(100, low=1)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    lofi: LofiConfig = field(default_factory=LofiConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+def _expectation(kind: Any, meta: dict) -> str:
+    """What a field accepts, in words: 'an integer >= 1', 'one of soft, hard', ..."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return _expectation(inner, meta) + " or null"
+    if typing.get_origin(kind) is list:
+        item = _expectation(typing.get_args(kind)[0], meta)
+        n = meta.get("length")
+        return f"a list of {n if n else 'any number of'} {item.replace('a number', 'numbers')}"
+    if meta.get("choices"):
+        return "one of " + ", ".join(meta["choices"])
+    if meta.get("pattern"):
+        return "a value matching " + meta["pattern"].replace("[1-9][0-9]*", "N")
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    text = words.get(kind, str(kind))
+    bounds = []
+    if meta.get("low") is not None:
+        bounds.append(f"{'>' if meta['open_low'] else '>='} {meta['low']:g}")
+    if meta.get("high") is not None:
+        bounds.append(f"{'<' if meta['open_high'] else '<='} {meta['high']:g}")
+    return text + (" " + " and ".join(bounds) if bounds else "")
+
+
+def _scalar_ok(value: Any, kind: Any, meta: dict) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        ok = isinstance(value, int)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+    elif kind is str:
+        ok = isinstance(value, str)
+        if ok and meta.get("choices"):
+            return value in meta["choices"]
+        if ok and meta.get("pattern"):
+            return re.fullmatch(meta["pattern"], value) is not None
+        return ok
+    else:
+        return False
+    if not ok:
+        return False
+    low, high = meta.get("low"), meta.get("high")
+    if low is not None and (value <= low if meta.get("open_low") else value < low):
+        return False
+    return not (high is not None and (value >= high if meta.get("open_high") else value > high))
+
+
+def _value_ok(value: Any, kind: Any, meta: dict) -> bool:
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if value is None:
+            return True
+        kind = next(a for a in args if a is not type(None))
+    if typing.get_origin(kind) is list:
+        item = typing.get_args(kind)[0]
+        n = meta.get("length")
+        return (
+            isinstance(value, list)
+            and (n is None or len(value) == n)
+            and all(_scalar_ok(x, item, meta) for x in value)
+        )
+    return _scalar_ok(value, kind, meta)
+
+
+def _check(node: Any, cls: type, where: str, source: str) -> Any:
+    """`node` (a dict) as an instance of the dataclass `cls`, or a LofiError naming the key."""
+    if not isinstance(node, dict):
+        raise LofiError(f"{source}: '{where.rstrip('.') or 'the config'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in node:
+        if key not in known:
+            raise LofiError(
+                f"{source}: unknown config key '{where}{key}' "
+                f"(known under '{where.rstrip('.') or 'the top level'}': {', '.join(known)})"
+            )
+    values = {}
+    for name, f in known.items():
+        key, kind = f"{where}{name}", hints[name]
+        if name not in node:
+            values[name] = (
+                f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
+            )
+            continue
+        value = node[name]
+        if is_dataclass(kind):
+            values[name] = _check(value, kind, f"{key}.", source)
+        elif _value_ok(value, kind, f.metadata):
+            values[name] = float(value) if kind is float else value
+        else:
+            raise LofiError(
+                f"{source}: {key} = {value!r}: expected {_expectation(kind, dict(f.metadata))}"
+            )
+    return cls(**values)
+
+
+def validate(cfg: dict, source: str = "config") -> Config:
+    """The typed config of a merged config dict; the first bad key or value raises LofiError."""
+    return _check(cfg, Config, "", source)
+
+
+def field_type(key: str) -> Any:
+    """The declared type of a dotted key ('head.epochs' -> int), None for an unknown key."""
+    cls: Any = Config
+    kind: Any = None
+    for part in key.split("."):
+        if not is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        kind = cls = hints[part]
+    return kind
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A config file's mapping: UTF-8 text, valid YAML, a mapping at the top level (or empty)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LofiError(f"config not found: {p}")
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LofiError(
+            f"config {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LofiError(f"config {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise LofiError(f"config {p} is nested too deeply") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise LofiError(
+            f"config {p}: the top level must be a mapping of sections (data:, model:, ...), "
+            f"got {type(data).__name__}"
+        )
+    return data
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        both = isinstance(out.get(k), dict) and isinstance(v, dict)
+        out[k] = _deep_merge(out[k], v) if both else copy.deepcopy(v)
+    return out
+
+
+def _override_value(key: str, text: str) -> Any:
+    """`--set KEY=TEXT` as YAML, except that a string field keeps TEXT as written (a file named
+    2024 stays '2024')."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    kind = field_type(key)
+    if kind in (str, str | None) and value is not None and not isinstance(value, str):
+        return text
+    return value
+
+
+def load_checked_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
+    """Defaults, then the YAML file, then each `--set key.path=value`, each step checked against
+    the schema before the next: the first problem is one line naming where it came from, the key,
+    the value and what was expected. Returns the merged, validated config."""
+    cfg = asdict(Config())
+    if path:
+        cfg = _deep_merge(cfg, read_yaml(path))
+        validate(cfg, f"config {path}")
+    for item in overrides:
+        if "=" not in item:
+            raise LofiError(f"--set {item!r}: an override must look like key.path=value")
+        key, text = item.split("=", 1)
+        parts = key.split(".")
+        node = cfg
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or parts[-1] not in node or field_type(key) is None:
+            raise LofiError(f"--set {item}: unknown config key '{key}'")
+        node[parts[-1]] = _override_value(key, text)
+        validate(cfg, f"--set {item}")
+    return cfg
