@@ -265,6 +265,26 @@ def _value_ok(value: Any, kind: Any, meta: dict) -> bool:
     return _scalar_ok(value, kind, meta)
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _yaml11_float(value: Any, kind: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string: a number field takes it as the number."""
+    scalar = kind in (float, float | None)
+    if typing.get_origin(kind) is list or list in {
+        typing.get_origin(a) for a in typing.get_args(kind)
+    }:
+        if isinstance(value, list):
+            return [float(x) if isinstance(x, str) and _FLOAT.fullmatch(x) else x for x in value]
+    elif scalar and isinstance(value, str) and _FLOAT.fullmatch(value):
+        return float(value)
+    return value
+
+
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else repr(text)
+
+
 def _check(node: Any, cls: type, where: str, source: str) -> Any:
     """`node` (a dict) as an instance of the dataclass `cls`, or a LofiError naming the key."""
     if not isinstance(node, dict):
@@ -274,7 +294,7 @@ def _check(node: Any, cls: type, where: str, source: str) -> Any:
     for key in node:
         if key not in known:
             raise LofiError(
-                f"{source}: unknown config key '{where}{key}' "
+                f"{source}: unknown config key {where + str(key)!r} "
                 f"(known under '{where.rstrip('.') or 'the top level'}': {', '.join(known)})"
             )
     values = {}
@@ -285,7 +305,7 @@ def _check(node: Any, cls: type, where: str, source: str) -> Any:
                 f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
             )
             continue
-        value = node[name]
+        value = _yaml11_float(node[name], kind)
         if is_dataclass(kind):
             values[name] = _check(value, kind, f"{key}.", source)
         elif _value_ok(value, kind, f.metadata):
@@ -367,11 +387,12 @@ def _override_value(key: str, text: str) -> Any:
 def load_checked_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
     """Defaults, then the YAML file, then each `--set key.path=value`, each step checked against
     the schema before the next: the first problem is one line naming where it came from, the key,
-    the value and what was expected. Returns the merged, validated config."""
+    the value and what was expected. Returns the merged config, normalised by the schema
+    (numbers of float fields as floats)."""
     cfg = asdict(Config())
     if path:
         cfg = _deep_merge(cfg, read_yaml(path))
-        validate(cfg, f"config {path}")
+        cfg = asdict(validate(cfg, f"config {_one_line(str(path))}"))
     for item in overrides:
         if "=" not in item:
             raise LofiError(f"--set {item!r}: an override must look like key.path=value")
@@ -381,7 +402,7 @@ def load_checked_config(path: str | Path | None, overrides: Sequence[str] = ()) 
         for part in parts[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or parts[-1] not in node or field_type(key) is None:
-            raise LofiError(f"--set {item}: unknown config key '{key}'")
+            raise LofiError(f"--set {_one_line(item)}: unknown config key {key!r}")
         node[parts[-1]] = _override_value(key, text)
-        validate(cfg, f"--set {item}")
+        cfg = asdict(validate(cfg, f"--set {_one_line(item)}"))
     return cfg

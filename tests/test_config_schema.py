@@ -1,0 +1,160 @@
+"""The training config is checked against its schema before any work: one line naming where the
+value came from, the key, the value and what was expected. Property tests: any YAML document or
+override either loads into a config the schema accepts or raises LofiError."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lofi.runtime.errors import LofiError
+from lofi.trainer.config import DEFAULTS
+from lofi.trainer.schema import Config, load_checked_config, validate
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def test_schema_defaults_are_the_trainers_defaults():
+    # one list of keys and defaults: a key added to DEFAULTS without the schema (or back) fails
+    assert asdict(Config()) == DEFAULTS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_pass(path):
+    cfg = load_checked_config(path)
+    assert validate(cfg).model.head in ("pyramid", "gtad")
+
+
+def write(tmp_path: Path, raw: bytes) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(raw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "raw, overrides, expected",
+    [
+        (b"lofi:\n  epochs: \xff\n", [], "is not UTF-8 text (byte 16)"),
+        (b"- data\n- model\n", [], "the top level must be a mapping of sections"),
+        (b"lofi: [1, 2\n", [], "is not valid YAML"),
+        (b"lofi:\n  epochz: 3\n", [], "unknown config key 'lofi.epochz'"),
+        (b"lofi: 3\n", [], "'lofi' must be a mapping"),
+        (b"lofi:\n  lr: .nan\n", [], "lofi.lr = nan: expected a number > 0"),
+        (
+            b"data:\n  mode: windowed\n",
+            [],
+            "data.mode = 'windowed': expected one of window, resize",
+        ),
+        (
+            b"",
+            ["head.epochs=abc"],
+            "--set head.epochs=abc: head.epochs = 'abc': expected an integer",
+        ),
+        (b"", ["head.epochs=-1"], "head.epochs = -1: expected an integer >= 0"),
+        (b"", ["postprocess.iou_threshold=1.5"], "expected a number >= 0 and <= 1"),
+        (b"", ["train.checkpointing=chunks:0"], "expected a value matching none|stages|chunks:N"),
+        (b"", ["train.channels_last=yes please"], "expected true or false"),
+        (b"", ["lofi.st_ratio=[2]"], "lofi.st_ratio = [2]: expected a list of 2 numbers"),
+        (b"", ["head.nope=1"], "--set head.nope=1: unknown config key 'head.nope'"),
+        (b"", ["seed"], "an override must look like key.path=value"),
+    ],
+)
+def test_bad_configs_are_one_line(tmp_path, raw, overrides, expected):
+    path = write(tmp_path, raw) if raw else None
+    with pytest.raises(LofiError) as err:
+        load_checked_config(path, overrides)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    if raw:
+        assert str(path) in str(err.value)
+
+
+def test_overrides_are_typed():
+    cfg = load_checked_config(
+        None, ["lofi.epochs=3", "data.cache=2024", "head.crop=null", "lofi.lr=1e-3"]
+    )
+    assert cfg["lofi"]["epochs"] == 3 and cfg["data"]["cache"] == "2024"
+    assert cfg["head"]["crop"] is None and cfg["lofi"]["lr"] == 1e-3
+    typed = validate(cfg)
+    assert typed.lofi.epochs == 3 and typed.data.cache == "2024" and typed.head.crop is None
+
+
+SECTIONS = {name: sorted(value) for name, value in DEFAULTS.items() if isinstance(value, dict)}
+ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.floats(-2, 5), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+KEYS = st.sampled_from(
+    [f"{s}.{k}" for s, keys in SECTIONS.items() for k in keys] + ["seed", "lofi.zzz", "a.b.c"]
+)
+
+
+def _assert_sane(cfg: dict) -> None:
+    typed = validate(cfg)
+    assert all(math.isfinite(x) for x in (typed.lofi.lr, typed.head.lr, typed.pretrain.lr))
+    assert typed.lofi.epochs >= 0 and typed.data.window >= 1
+
+
+@FUZZ
+@given(
+    st.lists(st.tuples(KEYS, st.one_of(ODD.map(yaml.safe_dump), st.text(max_size=10))), max_size=3)
+)
+def test_any_override_loads_or_refuses_in_one_line(items):
+    overrides = [f"{k}={v.strip()}" for k, v in items]
+    try:
+        cfg = load_checked_config(None, overrides)
+    except LofiError as exc:
+        assert "\n" not in str(exc)
+        return
+    _assert_sane(cfg)
+
+
+DOCUMENT = st.one_of(
+    st.binary(max_size=48),
+    st.recursive(
+        ODD,
+        lambda inner: st.dictionaries(
+            st.sampled_from([*SECTIONS, "seed", "zzz"]), inner, max_size=3
+        ),
+        max_leaves=6,
+    ).map(lambda d: yaml.safe_dump(d).encode()),
+    st.dictionaries(
+        st.sampled_from(list(SECTIONS)),
+        st.dictionaries(
+            st.sampled_from(sorted({k for v in SECTIONS.values() for k in v})), ODD, max_size=3
+        ),
+        max_size=3,
+    ).map(lambda d: yaml.safe_dump(d).encode()),
+)
+
+
+def test_any_config_file_loads_or_refuses_in_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+
+    @FUZZ
+    @given(DOCUMENT)
+    def check(raw: bytes) -> None:
+        path.write_bytes(raw)
+        try:
+            cfg = load_checked_config(path)
+        except LofiError as exc:
+            assert "\n" not in str(exc)
+            return
+        _assert_sane(cfg)
+
+    check()
