@@ -111,7 +111,19 @@ def build_head(cfg: dict, in_dim: int, num_classes: int) -> torch.nn.Module:
         return GTADHead(in_dim, num_classes, length=cfg["data"]["window"], **m["gtad"])
     if m["head"] != "pyramid":
         raise LofiError(f"model.head must be pyramid or gtad, not {m['head']!r}")
-    return PyramidHead(in_dim, num_classes, m["head_dim"], m["levels"], dropout=m["head_dropout"])
+    return PyramidHead(
+        in_dim,
+        num_classes,
+        m["head_dim"],
+        m["levels"],
+        dropout=m["head_dropout"],
+        norm=m["head_norm"],
+        blocks=m["head_blocks"],
+        head_layers=m["head_layers"],
+        kernel=m["head_kernel"],
+        embed_layers=m["head_embed"],
+        residual=m["head_residual"],
+    )
 
 
 def load_state(module: torch.nn.Module, state: dict, what: str, path: str | Path) -> None:

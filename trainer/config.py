@@ -46,6 +46,15 @@ DEFAULTS: dict[str, Any] = {
         "max_reach": 32,
         "head_window": 32,
         "head_dropout": 0.1,
+        # pyramid head (trainer/head.py), all local so the streaming context stays finite:
+        # embedding convs, blocks per level (residual: two convs each), convs per
+        # classification/regression head, kernel size, channel LayerNorm after each conv
+        "head_embed": 2,
+        "head_blocks": 1,
+        "head_residual": True,
+        "head_layers": 3,
+        "head_kernel": 3,
+        "head_norm": False,
     },
     # memory and scale options shared by every stage (docs: README "Training for memory")
     "train": {
@@ -89,15 +98,22 @@ DEFAULTS: dict[str, Any] = {
         "validate_every": 1,
         "clip_grad": 0.0,
     },
+    # ActionFormer's recipe on frozen features (docs: trainer/head_stage.py)
     "head": {
         "init": None,
         "epochs": 40,
         "batch_size": 8,
         "optimizer": "adamw",
         "lr": 1e-3,
-        "weight_decay": 1e-4,
+        "weight_decay": 0.05,  # convolution weights only
         "momentum": 0.9,
+        "schedule": "cosine",  # linear warm-up then cosine to 0; or "halve" (lr_halve_every)
+        "warmup_epochs": 5,
         "lr_halve_every": 15,
+        "clip_grad": 1.0,
+        "ema": 0.999,  # EMA decay of the head's weights (validated, exported); 0: none
+        "crop": [0.9, 1.0],  # whole videos, a random crop of this fraction; null: fixed windows
+        "standardize": True,  # head input standardised with the training features' statistics
         "validate_every": 1,
     },
     "postprocess": {
