@@ -24,7 +24,7 @@ from lofi.runtime.annotations import (
     results_json,
     write_json,
 )
-from lofi.runtime.decode import READ_TIMEOUT, VideoReader, prefetch
+from lofi.runtime.decode import READ_TIMEOUT, VideoReader, blocked_readers, prefetch
 from lofi.runtime.errors import LofiError, cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
@@ -273,10 +273,14 @@ def stream_cli(
             + (f"; {', '.join(problems)}" if problems else ""),
             file=sys.stderr,
         )
-    if stats["stopped_early"]:
-        sys.exit(130)
-    if stats["failed"] or stats["cut_short"]:
-        sys.exit(1)
+    status = 130 if stats["stopped_early"] else 1 if stats["failed"] or stats["cut_short"] else 0
+    if blocked_readers():
+        # a reader thread still waits inside FFmpeg on a stalled source: leave without the
+        # interpreter's shutdown, which would tear modules down under it
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 @click.command()

@@ -133,6 +133,14 @@ def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = No
 
 
 _DONE = object()
+_producers: list[threading.Thread] = []
+
+
+def blocked_readers() -> int:
+    """Background readers still alive, e.g. inside FFmpeg's read of a stalled source after a
+    stop. A process must not run interpreter shutdown under one (it can crash there)."""
+    _producers[:] = [t for t in _producers if t.is_alive()]
+    return len(_producers)
 
 
 def prefetch(
@@ -155,16 +163,23 @@ def prefetch(
         return False
 
     def produce() -> None:
+        it = iter(items)
         try:
-            for item in items:
+            for item in it:
                 if not put(item):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             put(exc)
+        finally:
+            close = getattr(it, "close", None)
+            if close:
+                close()
 
     # a daemon: a producer stuck in a stalled read must not keep the process alive after a stop
-    threading.Thread(target=produce, daemon=True, name="lofi-prefetch").start()
+    thread = threading.Thread(target=produce, daemon=True, name="lofi-prefetch")
+    _producers.append(thread)
+    thread.start()
     try:
         while True:
             try:
@@ -180,3 +195,4 @@ def prefetch(
             yield item
     finally:
         quit_.set()
+        thread.join(timeout=2 * poll)

@@ -249,3 +249,24 @@ def test_readers_name_the_file(tmp_path: Path):
     assert str(err.value) == (
         f"{path}: video 'v7' prediction 0: 'score' must be a finite number, got nan"
     )
+
+
+def test_evaluate_refuses_non_finite_predictions_from_the_api():
+    # the trainer's validation hands predictions to evaluate() without a file: a diverged model's
+    # NaN score must not move its class's AP silently either
+    from lofi.runtime.annotations import Segment, parse_ground_truth
+    from lofi.runtime.evaluation import evaluate
+
+    gt = parse_ground_truth(
+        {
+            "database": {
+                "v": {
+                    "subset": "validation",
+                    "duration": 9,
+                    "annotations": [{"segment": [1, 2], "label": "a"}],
+                }
+            }
+        }
+    )
+    with pytest.raises(LofiError, match="video 'v' .* non-finite score"):
+        evaluate(gt, [Segment("v", "a", 1.0, 2.0, float("nan"))], [0.5])
