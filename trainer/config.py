@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
 from lofi.runtime.errors import LofiError
 
 DEFAULTS: dict[str, Any] = {
@@ -146,27 +145,8 @@ def with_defaults(cfg: dict) -> dict:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> dict:
-    cfg = copy.deepcopy(DEFAULTS)
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise LofiError(f"config not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LofiError(f"config {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        cfg = _merge(cfg, data)
-    for item in overrides:
-        if "=" not in item:
-            raise LofiError(f"override must be key.path=value: {item!r}")
-        key, value = item.split("=", 1)
-        node = cfg
-        parts = key.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise LofiError(f"unknown config key '{key}'")
-            node = node[part]
-        if parts[-1] not in node:
-            raise LofiError(f"unknown config key '{key}'")
-        node[parts[-1]] = yaml.safe_load(value)
-    return cfg
+    """Defaults, the YAML file, then the overrides, each checked against the schema
+    (trainer/schema.py) before any work: a bad key or value is one line, not a traceback later."""
+    from lofi.trainer.schema import load_checked_config
+
+    return load_checked_config(path, overrides)
