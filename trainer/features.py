@@ -26,14 +26,15 @@ def encode(
     device: torch.device,
 ) -> torch.Tensor:
     """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there,
-    already in the autocast dtype when training in bf16/fp16 (no full-precision copy is kept)."""
+    already in the autocast dtype when training in bf16/fp16 (no full-precision copy is kept).
+    Index and boxes stay on the CPU, where the op checks them without a device sync."""
     dtype = torch.float32
     if torch.is_autocast_enabled(device.type):
         dtype = torch.get_autocast_dtype(device.type)
     x = lofi_sample(
         frames.to(device, non_blocking=True),
-        index.to(device),
-        boxes.to(device),
+        index,
+        boxes,
         size,
         cfg["data"]["mean"],
         cfg["data"]["std"],
