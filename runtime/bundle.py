@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,81 @@ def manifest_digest(data: dict[str, Any]) -> str:
 
 def pyramid_outputs(levels: int) -> list[str]:
     return [f"{kind}_{i}" for i in range(levels) for kind in ("cls", "reg")]
+
+
+def _number(d: dict, path: str, minimum: float, integer: bool = False, above: bool = True) -> None:
+    """One manifest number: present, a JSON number (not a bool), finite, and > (or >=) minimum."""
+    node: Any = d
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return  # absence is reported by from_json's KeyError message
+        node = node[key]
+    ok_type = (int,) if integer else (int, float)
+    if isinstance(node, bool) or not isinstance(node, ok_type):
+        kind = "an integer" if integer else "a number"
+        raise LofiError(f"manifest.json: field {path} must be {kind}, got {node!r}")
+    if not math.isfinite(node) or not (node > minimum if above else node >= minimum):
+        bound = f"> {minimum:g}" if above else f">= {minimum:g}"
+        raise LofiError(f"manifest.json: field {path} must be finite and {bound}, got {node!r}")
+
+
+def check_manifest_values(d: Any) -> None:
+    """Refuse in one line what `Manifest.from_json` would otherwise turn into a crash or a
+    silently wrong run: a manifest that is not an object, sections that are not objects,
+    non-finite, mistyped or out-of-range numbers."""
+    if not isinstance(d, dict):
+        raise LofiError("manifest.json is not a LoFi-TAL bundle manifest (not a JSON object)")
+    for key in ("snippets", "input", "head", "encoder", "postprocess", "files"):
+        if key in d and not isinstance(d[key], dict):
+            raise LofiError(f"manifest.json: field {key} must be an object")
+    for key in ("labels", "engines"):
+        if key in d and not isinstance(d[key], list):
+            raise LofiError(f"manifest.json: field {key} must be a list")
+    if "labels" in d and not (d["labels"] and all(isinstance(x, str) for x in d["labels"])):
+        raise LofiError("manifest.json: field labels must be a non-empty list of names")
+    for key in ("mean", "std"):
+        values = d.get("input", {}).get(key)
+        if values is not None and (
+            not isinstance(values, list)
+            or len(values) != 3
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
+            or not all(math.isfinite(x) for x in values)
+            or (key == "std" and not all(x > 0 for x in values))
+        ):
+            raise LofiError(
+                f"manifest.json: field input.{key} must be 3 finite numbers"
+                + (" > 0" if key == "std" else "")
+            )
+    _number(d, "snippets.fps", 0)
+    _number(d, "snippets.k", 0, integer=True)
+    _number(d, "snippets.frame_stride", 0, integer=True)
+    _number(d, "snippets.hop", 0)
+    _number(d, "snippets.length", 0, integer=True)
+    _number(d, "input.height", 0, integer=True)
+    _number(d, "input.width", 0, integer=True)
+    _number(d, "encoder.feature_dim", 0, integer=True)
+    _number(d, "head.window", 0, integer=True)
+    _number(d, "head.context", 0, integer=True, above=False)
+    _number(d, "head.max_reach", 0, above=False)
+    _number(d, "head.length", 0, integer=True)
+    _number(d, "head.max_duration", 0, integer=True)
+    strides = d.get("head", {}).get("strides")
+    if strides is not None and not (
+        isinstance(strides, list)
+        and strides
+        and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in strides)
+    ):
+        raise LofiError(
+            "manifest.json: field head.strides must be a non-empty list of integers > 0"
+        )
+    for key in ("score_threshold", "iou_threshold", "sigma", "min_score"):
+        _number(d, f"postprocess.{key}", 0, above=False)
+    _number(d, "postprocess.max_segments", 0, integer=True)
+    nms = d.get("postprocess", {}).get("nms", "soft")
+    if nms not in ("soft", "hard"):
+        raise LofiError(
+            f"manifest.json: field postprocess.nms must be 'soft' or 'hard', got {nms!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -162,6 +238,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Manifest:
+        check_manifest_values(d)
         if d.get("format") != FORMAT:
             raise LofiError("manifest.json is not a LoFi-TAL bundle manifest")
         version = d.get("format_version")

@@ -217,12 +217,6 @@ def broken_manifest(draw) -> dict:
     return data
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime/bundle.py: Manifest.from_json takes a non-object manifest or section "
-    "(AttributeError) and non-finite or non-positive numbers; the check it needs is in "
-    "docs/RELIABILITY.md (known gaps)",
-)
 @FUZZ
 @given(st.one_of(JSON, broken_manifest()))
 def test_manifest_parses_or_refuses_in_one_line(data):
