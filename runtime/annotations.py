@@ -26,10 +26,14 @@ class Segment:
 
 @dataclass
 class VideoInfo:
+    """One annotated video. `ambiguous` holds spans whose label is unclear (THUMOS14's
+    `Ambiguous` files): evaluation ignores detections there instead of counting them wrong."""
+
     subset: str
     duration: float
     segments: list[Segment] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    ambiguous: list[tuple[float, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -126,8 +130,13 @@ def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
             raise LofiError(f"{where}: 'subset' must be a string")
         if "path" in entry and not isinstance(entry["path"], str):
             raise LofiError(f"{where}: 'path' must be a string (the video file)")
-        extra = {k: v for k, v in entry.items() if k not in ("subset", "duration", "annotations")}
-        videos[vid] = VideoInfo(entry["subset"], duration, segments, extra)
+        ambiguous = entry.get("ambiguous", [])
+        if not isinstance(ambiguous, list):
+            raise LofiError(f"{where}: 'ambiguous' must be a list of [start, end]")
+        spans = [_segment(a, f"{where} ambiguous span {i}") for i, a in enumerate(ambiguous)]
+        fixed = ("subset", "duration", "annotations", "ambiguous")
+        extra = {k: v for k, v in entry.items() if k not in fixed}
+        videos[vid] = VideoInfo(entry["subset"], duration, segments, extra, spans)
     return GroundTruth(videos, labels)
 
 
@@ -147,6 +156,8 @@ def ground_truth_json(gt: GroundTruth) -> dict[str, Any]:
             ],
             **info.extra,
         }
+        if info.ambiguous:
+            database[vid]["ambiguous"] = [[round(a, 6), round(b, 6)] for a, b in info.ambiguous]
     return {"version": RESULTS_VERSION, "database": database}
 
 

@@ -47,12 +47,27 @@ def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def average_precision(gts: list[Segment], preds: list[Segment], tious: list[float]) -> np.ndarray:
+def _touches(seg: np.ndarray, spans: np.ndarray | None) -> bool:
+    """Whether [start, end] overlaps any of the (N, 2) spans by more than nothing."""
+    if spans is None or not len(spans):
+        return False
+    return bool(np.any(np.minimum(seg[1], spans[:, 1]) > np.maximum(seg[0], spans[:, 0])))
+
+
+def average_precision(
+    gts: list[Segment],
+    preds: list[Segment],
+    tious: list[float],
+    ambiguous: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
     """AP of one class at each threshold. Predictions are ranked by score (stable for ties);
-    each takes the unmatched ground truth of its video with the highest tIoU >= threshold."""
+    each takes the unmatched ground truth of its video with the highest tIoU >= threshold.
+    A prediction left unmatched that overlaps one of its video's `ambiguous` spans is ignored
+    (neither a true nor a false positive), as THUMOS14's official evaluation does."""
     ap = np.zeros(len(tious))
     if not gts or not preds:
         return ap
+    ambiguous = ambiguous or {}
     by_video: dict[str, list[int]] = defaultdict(list)
     for i, g in enumerate(gts):
         by_video[g.video].append(i)
@@ -64,8 +79,9 @@ def average_precision(gts: list[Segment], preds: list[Segment], tious: list[floa
     for rank, pi in enumerate(order):
         p = preds[pi]
         cand = by_video.get(p.video)
+        miss = 0 if _touches(np.array([p.start, p.end]), ambiguous.get(p.video)) else 1
         if not cand:
-            fp[:, rank] = 1
+            fp[:, rank] = miss
             continue
         ious = segment_iou(np.array([p.start, p.end]), gt_arr[cand])
         by_iou = np.argsort(-ious, kind="stable")
@@ -80,13 +96,13 @@ def average_precision(gts: list[Segment], preds: list[Segment], tious: list[floa
                 tp[t, rank] = 1
                 break
             if not tp[t, rank]:
-                fp[t, rank] = 1
-    tp_c = np.cumsum(tp, axis=1)
-    fp_c = np.cumsum(fp, axis=1)
-    recall = tp_c / len(gts)
-    precision = tp_c / (tp_c + fp_c)
+                fp[t, rank] = miss
     for t in range(len(tious)):
-        ap[t] = interpolated_ap(precision[t], recall[t])
+        counted = (tp[t] + fp[t]) > 0  # ignored predictions leave the ranking
+        tp_c = np.cumsum(tp[t, counted])
+        fp_c = np.cumsum(fp[t, counted])
+        if len(tp_c):
+            ap[t] = interpolated_ap(tp_c / (tp_c + fp_c), tp_c / len(gts))
     return ap
 
 
@@ -97,6 +113,16 @@ class MapReport:
     average_mAP: float
     per_class: dict[str, list[float]]
 
+    def class_table(self) -> str:
+        """Per-class AP (%) at each threshold and averaged, one class per line."""
+        width = max([len(c) for c in self.per_class] + [5])
+        head = "  ".join(f"{t:>6.2f}" for t in self.tiou)
+        lines = [f"{'class':<{width}}  {head}     avg"]
+        for label, aps in self.per_class.items():
+            vals = "  ".join(f"{100 * a:6.2f}" for a in aps)
+            lines.append(f"{label:<{width}}  {vals}  {100 * sum(aps) / len(aps):6.2f}")
+        return "\n".join(lines)
+
     def as_json(self) -> dict:
         return {
             "tiou": self.tiou,
@@ -106,7 +132,11 @@ class MapReport:
         }
 
     def table(self, title: str = "") -> str:
-        cols = [t for t in (0.3, 0.5, 0.7, 0.75, 0.95) if t in self.tiou] or self.tiou
+        """The columns the field reports: THUMOS14 every threshold 0.3..0.7, ActivityNet 0.5,
+        0.75 and 0.95 of its ten; other lists in full; then the average over all of them."""
+        cols = self.tiou
+        if self.tiou == TIOU_PRESETS["anet"]:
+            cols = [0.5, 0.75, 0.95]
         head = "  ".join(f"{c:>6.2f}" for c in cols)
         vals = "  ".join(f"{100 * self.mAP[self.tiou.index(c)]:6.2f}" for c in cols)
         name = f"{title:<12}" if title else ""
@@ -119,6 +149,7 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     Predictions on videos outside it count as false positives; predictions of a known class with
     no instance here have no AP to count in; a label the annotation file does not know is an error,
     and so is a non-finite score or bound (it would move its class's AP without a word).
+    Unmatched predictions overlapping a video's ambiguous spans are ignored (THUMOS14).
     """
     for p in predictions:
         if not all(np.isfinite((p.score, p.start, p.end))):
@@ -135,8 +166,13 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     preds_by: dict[str, list[Segment]] = defaultdict(list)
     for p in predictions:
         preds_by[p.label].append(p)
+    ambiguous = {
+        v: np.array(info.ambiguous, dtype=float).reshape(-1, 2)
+        for v, info in gt.videos.items()
+        if info.ambiguous
+    }
     per_class = {
-        lab: average_precision(gts_by[lab], preds_by[lab], tious)
+        lab: average_precision(gts_by[lab], preds_by[lab], tious, ambiguous)
         for lab in gt.labels
         if gts_by[lab]
     }

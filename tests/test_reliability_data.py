@@ -59,13 +59,13 @@ def test_missing_and_broken_videos_are_skipped_reported_and_resumed(tmp_path, ti
 
     # the missing videos turn up: a second run decodes only them
     videos(tmp_path, tiny_synth, ["b", "d"])
-    before = (out / "a.npy").stat().st_mtime_ns
+    before = (out / "a.jpgs").stat().st_mtime_ns
     p = prepare(str(ann), str(root), str(out), "--size", "16x16")
     assert p.returncode == 0, p.stderr
     assert "2 decoded, 2 already there, 0 skipped" in p.stdout
     index = json.loads((out / "index.json").read_text())
     assert set(index["videos"]) == {"a", "b", "c", "d"} and index["skipped"] == {}
-    assert (out / "a.npy").stat().st_mtime_ns == before
+    assert (out / "a.jpgs").stat().st_mtime_ns == before
 
 
 def test_an_interrupted_run_leaves_an_index_and_resumes(tmp_path, tiny_synth):

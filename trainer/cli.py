@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import click
 from lofi.runtime.errors import LofiError, cli_errors
 from lofi.trainer.data import prepare_cache
+from lofi.trainer.frame_store import FORMATS
 from lofi.trainer.progress import progress
 from lofi.trainer.schema import load_checked_config
 from lofi.trainer.synth import SynthConfig, generate
@@ -82,8 +84,24 @@ def _pair(text: str, sep: str, name: str, kind=int):
 @click.option(
     "--size", default="64x64", show_default=True, help="HEIGHTxWIDTH frames are resized to."
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="jpeg",
+    show_default=True,
+    help="jpeg: one JPEG per frame packed per video (compact); npy: raw uint8 arrays.",
+)
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=min(8, os.cpu_count() or 1),
+    show_default=True,
+    help="Videos decoded at once, each in its own process.",
+)
 @cli_errors
-def prepare_cmd(annotations, video_root, out, fps, size) -> None:
+def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers) -> None:
     """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT.
 
     A missing, unreadable or partly decodable video gets an `error:` line and is left out (the
@@ -100,14 +118,74 @@ def prepare_cmd(annotations, video_root, out, fps, size) -> None:
 
     with progress("decode") as update:
         report = prepare_cache(
-            Path(annotations), Path(video_root), Path(out), fps, (h, w), update, True, on_skip
+            Path(annotations),
+            Path(video_root),
+            Path(out),
+            fps,
+            (h, w),
+            update,
+            True,
+            on_skip,
+            fmt,
+            quality,
+            workers,
         )
+    hours = report.frames / fps / 3600
     click.echo(
         f"frame cache written to {out}: {len(report.decoded)} decoded, "
-        f"{len(report.resumed)} already there, {len(report.skipped)} skipped"
+        f"{len(report.resumed)} already there, {len(report.skipped)} skipped; "
+        f"{report.bytes / 2**30:.2f} GiB for {hours:.2f} h of video"
     )
     if report.skipped:
         sys.exit(1)
+
+
+@data_cli.command("convert-thumos")
+@click.argument("annotation_dir", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option(
+    "--videos",
+    "video_dirs",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Folder of the videos (give it twice: validation and test videos); durations come "
+    "from the files.",
+)
+@cli_errors
+def convert_thumos_cmd(annotation_dir, out, video_dirs) -> None:
+    """THUMOS14's official annotation files -> ActivityNet-format JSON OUT.
+
+    ANNOTATION_DIR holds (at any depth) `<Class>_val.txt` and `<Class>_test.txt` (lines
+    `video start end`) and `Ambiguous_val.txt` / `Ambiguous_test.txt`. Validation videos become
+    the `training` subset and test videos `validation` (the field's convention); ambiguous spans
+    are kept per video so lofi-eval ignores detections there. A video without a readable file
+    gets a `warning:` line and is left out; the last line counts them.
+    """
+    from lofi.runtime.annotations import write_json
+    from lofi.trainer.thumos import convert_thumos
+
+    def on_missing(vid: str, reason: str) -> None:
+        click.echo(f"warning: left out video '{vid}': {reason}", err=True)
+
+    conv = convert_thumos(Path(annotation_dir), [Path(d) for d in video_dirs], on_missing)
+    for name in conv.dropped:
+        click.echo(f"warning: {name}: segment with end <= start left out", err=True)
+    if conv.unknown:
+        click.echo(f"warning: not THUMOS14 classes: {', '.join(conv.unknown)}", err=True)
+    if not conv.database:
+        raise LofiError(f"no video of {annotation_dir} was found under {', '.join(video_dirs)}")
+    write_json(out, {"version": "THUMOS14", "database": conv.database})
+    per = {
+        s: sum(e["subset"] == s for e in conv.database.values()) for s in ("training", "validation")
+    }
+    segments = sum(len(e["annotations"]) for e in conv.database.values())
+    ambiguous = sum(len(e.get("ambiguous", [])) for e in conv.database.values())
+    click.echo(
+        f"wrote {out}: {per['training']} training (val) and {per['validation']} validation "
+        f"(test) videos, {segments} segments, {ambiguous} ambiguous spans; "
+        f"{len(conv.missing)} videos missing, {conv.clipped} segments cut at the video's end"
+    )
 
 
 @click.group()

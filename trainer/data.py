@@ -1,157 +1,18 @@
-"""Frame cache (decoded uint8 frames on disk) and the windows/clips the trainer samples."""
+"""The windows and clips the trainer samples from a frame cache (trainer/frame_cache.py)."""
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from lofi.runtime.annotations import GroundTruth, load_ground_truth
-from lofi.runtime.decode import read_video
 from lofi.runtime.errors import LofiError
 from lofi.runtime.snippets import SnippetGrid, resize_grid
-
-VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
-
-
-def find_video(root: Path, vid: str, extra: dict) -> Path:
-    if "path" in extra:
-        p = Path(extra["path"])
-        return p if p.is_absolute() else root / p
-    for ext in VIDEO_EXTS:
-        if (root / f"{vid}{ext}").is_file():
-            return root / f"{vid}{ext}"
-    raise LofiError(f"video for '{vid}' not found under {root}")
-
-
-@dataclass
-class CacheReport:
-    """What one `prepare_cache` run did: videos decoded now, found already done (resumed), and
-    skipped with the reason (missing, unreadable, cut short)."""
-
-    folder: Path
-    decoded: list[str] = field(default_factory=list)
-    resumed: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def _write_index(out: Path, index: dict) -> None:
-    """Replace index.json in one step: an interrupted write never leaves a damaged index."""
-    tmp = out / "index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    os.replace(tmp, out / "index.json")
-
-
-def _open_index(out: Path, fps: float, size: tuple[int, int]) -> dict:
-    """The index a previous run left (to resume), or a new one. A cache decoded at another fps
-    or size is refused rather than mixed."""
-    fresh = {"fps": fps, "height": size[0], "width": size[1], "videos": {}, "skipped": {}}
-    path = out / "index.json"
-    if not path.is_file():
-        return fresh
-    index = _read_index(path)
-    old = (float(index["fps"]), int(index["height"]), int(index["width"]))
-    if old != (float(fps), size[0], size[1]):
-        raise LofiError(
-            f"frame cache {out} was decoded at {old[0]:g} fps, {old[1]}x{old[2]}; "
-            f"asked for {fps:g} fps, {size[0]}x{size[1]}: use another folder"
-        )
-    index.setdefault("skipped", {})
-    return index
-
-
-def prepare_cache(
-    annotations: Path,
-    video_root: Path,
-    out: Path,
-    fps: float,
-    size: tuple[int, int],
-    progress: Callable[[int, int], None] | None = None,
-    skip_bad: bool = False,
-    on_skip: Callable[[str, str], None] | None = None,
-) -> CacheReport:
-    """Decode every annotated video once to uint8 .npy files (memory-mapped when training).
-
-    Resumable: each video is written to a temporary file and renamed, and the index is
-    rewritten after each one (and on any exit), so a second run skips what a first one
-    finished. A missing, unreadable or partly decodable video raises, or with `skip_bad` is
-    left out, listed in the index's `skipped` and passed to `on_skip(video, reason)`."""
-    gt = load_ground_truth(annotations)
-    out.mkdir(parents=True, exist_ok=True)
-    index = _open_index(out, fps, size)
-    report = CacheReport(out)
-    try:
-        for i, (vid, info) in enumerate(gt.videos.items()):
-            done = index["videos"].get(vid)
-            if done and (out / done["file"]).is_file():
-                report.resumed.append(vid)
-            else:
-                try:
-                    frames = read_video(find_video(video_root, vid, info.extra), fps, size)
-                except (LofiError, OSError) as exc:
-                    reason = " ".join(str(exc).split())
-                    if not skip_bad:
-                        raise LofiError(f"video '{vid}': {reason}") from None
-                    index["skipped"][vid] = reason
-                    report.skipped[vid] = reason
-                    if on_skip:
-                        on_skip(vid, reason)
-                else:
-                    with open(out / f"{vid}.npy.tmp", "wb") as f:
-                        np.save(f, frames)
-                    os.replace(out / f"{vid}.npy.tmp", out / f"{vid}.npy")
-                    index["videos"][vid] = {"file": f"{vid}.npy", "frames": len(frames)}
-                    index["skipped"].pop(vid, None)
-                    report.decoded.append(vid)
-                _write_index(out, index)
-            if progress:
-                progress(i + 1, len(gt.videos))
-    finally:
-        _write_index(out, index)
-    return report
-
-
-def _read_index(path: Path) -> dict:
-    try:
-        index = json.loads(path.read_text())
-        for key, kind in (("fps", (int, float)), ("height", int), ("width", int)):
-            if not isinstance(index[key], kind) or isinstance(index[key], bool):
-                raise ValueError(f"'{key}' is {index[key]!r}")
-        if not isinstance(index["videos"], dict):
-            raise ValueError("'videos' is not an object")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        raise LofiError(
-            f"frame cache index {path} is damaged ({exc}): run lofi-data prepare again"
-        ) from None
-    return index
-
-
-class FrameCache:
-    def __init__(self, folder: Path):
-        path = Path(folder) / "index.json"
-        if not path.is_file():
-            raise LofiError(f"no frame cache at {folder} (run lofi-data prepare)")
-        self.folder = Path(folder)
-        self.index = _read_index(path)
-        self.fps = float(self.index["fps"])
-        self.size = (int(self.index["height"]), int(self.index["width"]))
-        self._arrays: dict[str, np.ndarray] = {}
-
-    def __contains__(self, vid: str) -> bool:
-        return vid in self.index["videos"]
-
-    def frames(self, vid: str) -> np.ndarray:
-        if vid not in self._arrays:
-            if vid not in self:
-                raise LofiError(f"video '{vid}' is not in the frame cache {self.folder}")
-            self._arrays[vid] = np.load(
-                self.folder / self.index["videos"][vid]["file"], mmap_mode="r"
-            )
-        return self._arrays[vid]
+from lofi.trainer.frame_cache import CacheReport as CacheReport
+from lofi.trainer.frame_cache import FrameCache as FrameCache
+from lofi.trainer.frame_cache import prepare_cache as prepare_cache
 
 
 @dataclass(frozen=True)
@@ -229,14 +90,14 @@ def video_windows(
 
 def gather_batch(cache: FrameCache, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
     """The uint8 frames a batch needs (read once each) and (B, L, k) indices into them."""
-    chunks, index, base = [], [], 0
+    requests, index, base = [], [], 0
     for w in windows:
         idx = w.frame_index()
         uniq, inv = np.unique(idx, return_inverse=True)
-        chunks.append(np.asarray(cache.frames(w.video)[uniq]))
+        requests.append((w.video, uniq))
         index.append(torch.from_numpy(inv.reshape(idx.shape) + base))
         base += len(uniq)
-    return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
+    return torch.from_numpy(np.concatenate(cache.read(requests))), torch.stack(index)
 
 
 @dataclass(frozen=True)
@@ -259,30 +120,29 @@ def clip_batch(
     cache: FrameCache, clips: list[Clip], starts: list[int], k: int, frame_stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One snippet per clip from its start frame: (frames, (B, 1, k) index)."""
-    chunks, index, base = [], [], 0
+    requests, index, base = [], [], 0
     for clip, start in zip(clips, starts):
-        frames = cache.frames(clip.video)
-        idx = np.minimum(start + np.arange(k) * frame_stride, len(frames) - 1)
-        chunks.append(np.asarray(frames[idx]))
+        n = len(cache.frames(clip.video))
+        requests.append((clip.video, np.minimum(start + np.arange(k) * frame_stride, n - 1)))
         index.append(torch.arange(k)[None] + base)
         base += k
-    return torch.from_numpy(np.concatenate(chunks)), torch.stack(index)
+    return torch.from_numpy(np.concatenate(cache.read(requests))), torch.stack(index)
 
 
 def trimmed_clips(gt: GroundTruth, cache: FrameCache, subset: str) -> list[Clip]:
-    """Each video of a trimmed-clip set as one clip, labelled by its (first) segment."""
+    """Each cached video of a trimmed-clip set as one clip, labelled by its (first) segment."""
     return [
         Clip(v, 0, len(cache.frames(v)), gt.labels.index(i.segments[0].label))
         for v, i in gt.videos.items()
-        if i.subset == subset and i.segments
+        if i.subset == subset and i.segments and v in cache
     ]
 
 
 def segment_clips(gt: GroundTruth, cache: FrameCache, subset: str) -> list[Clip]:
-    """Every action instance of an untrimmed set as a clip of its own frames (ACP+)."""
+    """Every action instance of a cached untrimmed video as a clip of its own frames (ACP+)."""
     out = []
     for v, info in gt.videos.items():
-        if info.subset != subset:
+        if info.subset != subset or v not in cache:
             continue
         n = len(cache.frames(v))
         for s in info.segments:
@@ -330,7 +190,28 @@ def untrimmed(cfg: dict) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str
             raise LofiError(f"config needs data.{key}")
     gt = load_ground_truth(cfg["data"]["annotations"])
     cache = FrameCache(cfg["data"]["cache"])
+    gt = cached_only(gt, cache)
     return gt.subset("training"), gt.subset("validation"), cache, gt.labels
+
+
+def cached_only(gt: GroundTruth, cache: FrameCache) -> GroundTruth:
+    """The videos the cache holds. Copies of ActivityNet routinely lack some videos (prepare
+    listed them as skipped): they are left out of training and validation with one warning
+    line giving the count per subset, rather than failing the run."""
+    missing = [v for v in gt.videos if v not in cache]
+    if not missing:
+        return gt
+    per = {}
+    for v in missing:
+        per[gt.videos[v].subset] = per.get(gt.videos[v].subset, 0) + 1
+    counts = ", ".join(f"{n} {subset}" for subset, n in sorted(per.items()))
+    print(
+        f"warning: {len(missing)} of {len(gt.videos)} annotated videos are not in the frame "
+        f"cache {cache.folder} and are left out ({counts}; e.g. '{missing[0]}')",
+        file=sys.stderr,
+    )
+    kept = {v: info for v, info in gt.videos.items() if v in cache}
+    return GroundTruth(kept, gt.labels)
 
 
 def window_targets(windows: list[Window], strides: list[int], num_classes: int) -> list:
