@@ -14,11 +14,11 @@ from pathlib import Path
 
 import click
 from lofi.runtime.annotations import Segment, load_ground_truth, results_json, write_json
-from lofi.runtime.cli import stream_sources
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
 from lofi.runtime.models import BundleModels
+from lofi.runtime.pipeline import stream_sources
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
 

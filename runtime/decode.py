@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,7 +18,35 @@ _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 READ_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
 
 
-def _open(source: str, timeout: float = READ_TIMEOUT) -> av.container.InputContainer:
+MAX_CORRUPT_RUN = 250  # undecodable packets in a row before a source counts as broken
+
+
+def _mp4_index_missing(path: Path) -> bool:
+    """An MP4/MOV file (an `ftyp` box first) whose top-level boxes end without a `moov` box: the
+    index was in the lost tail of a truncated file, so no frame can be located."""
+    with open(path, "rb") as f:
+        size = path.stat().st_size
+        pos, first = 0, True
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if first and kind != b"ftyp":
+                return False
+            if kind == b"moov":
+                return False
+            first = False
+            if length == 1 and len(head) == 16:
+                length = int.from_bytes(head[8:16], "big")
+            if length < 8:
+                break
+            pos += length
+        return not first
+
+
+def _open(
+    source: str, timeout: float = READ_TIMEOUT, open_timeout: float | None = None
+) -> av.container.InputContainer:
     """A file path, a URL FFmpeg can open, or a camera (/dev/videoN or camera:N)."""
     options: dict = {}
     fmt = None
@@ -28,24 +57,48 @@ def _open(source: str, timeout: float = READ_TIMEOUT) -> av.container.InputConta
         fmt = "v4l2"
     elif source.startswith("rtsp://"):
         options = {"rtsp_transport": "tcp"}
+    path = None
     if not _URL.match(source) and fmt is None:
         path = Path(source)
         if not path.exists():
             raise LofiError(f"video not found: {source}")
         if path.is_file() and path.stat().st_size == 0:
             raise LofiError(f"video file is empty: {source}")
+    opening = open_timeout if open_timeout is not None else timeout
     try:
-        return av.open(source, format=fmt, options=options, timeout=timeout)
+        return av.open(source, format=fmt, options=options, timeout=(opening, timeout))
+    except av.ExitError:
+        raise LofiError(f"cannot open video {source}: no answer within {opening:g} s") from None
     except av.FFmpegError as exc:
+        if path is not None and path.is_file() and _mp4_index_missing(path):
+            raise LofiError(
+                f"cannot open video {source}: a truncated MP4 whose index (moov box) was in the "
+                "lost tail, so no frame can be located (a file written with its index first, "
+                "faststart, survives truncation)"
+            ) from None
         raise LofiError(f"cannot open video {source}: {exc}") from None
+
+
+def _header_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+    """Seconds the file's header announces for the video (0 when it does not say)."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1e6 if container.duration else 0.0
 
 
 class VideoReader:
     """Iterates RGB uint8 frames (H, W, 3) sampled at `fps`: output frame n shows the source
-    frame on screen at n/fps seconds, so variable-frame-rate input works.
+    frame on screen at n/fps seconds, so variable-frame-rate input works. Frames are resized by
+    FFmpeg's scaler inside PyAV, and only those that are shown at a sampled instant are converted.
 
-    A source that stalls (no data for `timeout` seconds) or stops decoding part-way ends
-    iteration with `cut_short` set to the reason, so callers can tell it from a normal end."""
+    Faults, each told apart so callers can report it:
+    - a corrupt packet is skipped and counted in `corrupt`; the frame before it stays on screen
+      until the next good one, so time stays aligned;
+    - a file that ends before its header says, or whose container cannot be read past some
+      point (a truncated faststart MP4, MKV, MPEG-TS), ends with `truncated` set to the reason:
+      everything readable is kept;
+    - a source that stalls (no data for `timeout` seconds), a live source whose read fails, or
+      `MAX_CORRUPT_RUN` undecodable packets in a row end with `cut_short` set to the reason."""
 
     def __init__(
         self,
@@ -53,14 +106,22 @@ class VideoReader:
         fps: float,
         size: tuple[int, int] | None = None,
         timeout: float = READ_TIMEOUT,
+        open_timeout: float | None = None,
     ):
         self.source = str(source)
         self.fps = float(fps)
         self.size = size
         self.timeout = float(timeout)
+        self.open_timeout = open_timeout
         self.frames_out = 0
         self.ended = False
         self.cut_short: str | None = None
+        self.truncated: str | None = None
+        self.corrupt = 0
+        self.announced = 0.0  # seconds the header announces (0: not said, e.g. a live source)
+        self.is_file = not _URL.match(self.source) and not re.match(
+            r"^(camera:\d+|/dev/video)", self.source
+        )
 
     @property
     def duration(self) -> float:
@@ -73,66 +134,104 @@ class VideoReader:
         h, w = self.size
         return frame.to_ndarray(width=w, height=h, format="rgb24")
 
+    def _packets(
+        self, container: av.container.InputContainer, stream: av.VideoStream
+    ) -> Iterator[av.VideoFrame]:
+        """Decoded frames; corrupt packets skipped and counted, read errors turned into
+        `truncated` (files) or `cut_short` (live sources) once a frame has been seen."""
+        run = 0
+        seen = False
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.ExitError:
+                    raise
+                except av.FFmpegError:
+                    self.corrupt += 1
+                    run += 1
+                    if run >= MAX_CORRUPT_RUN:
+                        self.cut_short = f"decoding failed: {run} corrupt packets in a row"
+                        return
+                    continue
+                run = 0
+                for frame in frames:
+                    seen = True
+                    yield frame
+        except av.ExitError:
+            if not seen:
+                raise LofiError(f"{self.source}: no video data within {self.timeout:g} s") from None
+            self.cut_short = f"stalled: no data for {self.timeout:g} s"
+        except av.FFmpegError as exc:
+            if not seen:
+                raise LofiError(f"cannot decode {self.source}: {exc}") from None
+            reason = " ".join(str(exc).split())
+            if self.is_file:
+                self.truncated = f"unreadable past {self.duration:.1f} s ({reason})"
+            else:
+                self.cut_short = f"read failed: {reason}"
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        container = _open(self.source, self.timeout)
+        container = _open(self.source, self.timeout, self.open_timeout)
         try:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            self.announced = _header_duration(container, stream) if self.is_file else 0.0
             origin = None
             if stream.start_time is not None and stream.time_base is not None:
                 origin = float(stream.start_time * stream.time_base)
             step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
-            prev: np.ndarray | None = None
+            prev: av.VideoFrame | None = None
+            shown: np.ndarray | None = None  # prev converted, once it is first shown
             prev_end = 0.0
-            try:
-                for frame in container.decode(stream):
-                    if frame.time is None:
-                        continue
-                    if origin is None:
-                        origin = frame.time
-                    t = frame.time - origin
-                    if prev is not None:
-                        while float(self.frames_out * step) < t:
-                            self.frames_out += 1
-                            yield prev
-                    prev = self._convert(frame)
-                    dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
-                    if dur <= 0 and stream.average_rate:
-                        dur = 1.0 / float(stream.average_rate)
-                    prev_end = t + dur
-            except av.ExitError:
-                if prev is None:
-                    raise LofiError(
-                        f"{self.source}: no video data within {self.timeout:g} s"
-                    ) from None
-                self.cut_short = f"stalled: no data for {self.timeout:g} s"
-            except av.FFmpegError as exc:
-                if prev is None:
-                    raise LofiError(f"cannot decode {self.source}: {exc}") from None
-                self.cut_short = f"decoding failed: {exc}"
+            for frame in self._packets(container, stream):
+                if frame.time is None:
+                    continue
+                if origin is None:
+                    origin = frame.time
+                t = frame.time - origin
+                while prev is not None and float(self.frames_out * step) < t:
+                    if shown is None:
+                        shown = self._convert(prev)
+                    self.frames_out += 1
+                    yield shown
+                prev, shown = frame, None
+                dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
+                if dur <= 0 and stream.average_rate:
+                    dur = 1.0 / float(stream.average_rate)
+                prev_end = t + dur
             if prev is None:
                 raise LofiError(f"no decodable video frames in {self.source}")
+            if shown is None:
+                shown = self._convert(prev)
             while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
                 self.frames_out += 1
-                yield prev
+                yield shown
+            said = self.announced
+            if self.is_file and not self.truncated and said - prev_end > 0.5 + 2 / self.fps:
+                self.truncated = f"ends at {prev_end:.1f} s of the {said:.1f} s announced"
         finally:
             container.close()
             self.ended = True
 
 
 def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:
-    """All frames of a video as (T, H, W, 3) uint8. A video that cannot be decoded to its end is
-    an error here: a partial video passed off as whole would be silently wrong."""
+    """All frames of a video as (T, H, W, 3) uint8. A video that cannot be decoded whole (cut
+    short, truncated, corrupt packets) is an error here: a partial video passed off as whole would
+    be silently wrong."""
     reader = VideoReader(source, fps, size)
     frames = np.stack(list(reader))
-    if reader.cut_short:
-        raise LofiError(f"{source}: {reader.cut_short} after {reader.duration:.1f} s")
+    problem = reader.cut_short or reader.truncated
+    if not problem and reader.corrupt:
+        problem = f"{reader.corrupt} corrupt packet(s)"
+    if problem:
+        raise LofiError(f"{source}: {problem} after {reader.duration:.1f} s")
     return frames
 
 
-_DONE = object()
+DONE = object()  # a Feed's last item after a source's end
 _producers: list[threading.Thread] = []
 
 
@@ -143,56 +242,60 @@ def blocked_readers() -> int:
     return len(_producers)
 
 
-def prefetch(
-    items: Iterable[np.ndarray], stop: Callable[[], bool], poll: float = 0.2, depth: int = 64
-) -> Iterator[np.ndarray]:
-    """`items` produced by a background thread, so the main thread stays responsive to signals
-    while a live source blocks inside FFmpeg: iteration ends early once `stop()` turns true.
-    An exception in the producer is raised here. At most `depth` items wait in memory."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    quit_ = threading.Event()
+class Feed:
+    """One source decoded on its own thread into a bounded queue, so decoding overlaps inference
+    and the main thread stays responsive to signals while a live source blocks inside FFmpeg.
 
-    def put(item: object) -> bool:
+    Items are `(frame, arrival)` (arrival: `time.perf_counter()` when the frame came out of the
+    decoder), then `DONE`, or the exception that ended the reader. At most `depth` frames wait.
+    `wake` is set after every item so one thread can wait on many feeds. The thread is a daemon:
+    one stuck in a stalled read must not keep the process alive after a stop."""
+
+    def __init__(
+        self, frames: Iterable[np.ndarray], depth: int, wake: threading.Event, poll: float = 0.2
+    ) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.wake, self.poll = wake, poll
+        self.quit = threading.Event()
+        self.decode_seconds = 0.0
+        self.frames = frames
+        self.thread = threading.Thread(target=self._produce, daemon=True, name="lofi-decode")
+        _producers.append(self.thread)
+        self.thread.start()
+
+    def _put(self, item: object) -> bool:
         """Hand one item over; False once the consumer has gone."""
-        while not quit_.is_set():
+        while not self.quit.is_set():
             try:
-                q.put(item, timeout=poll)
+                self.queue.put(item, timeout=self.poll)
+                self.wake.set()
                 return True
             except queue.Full:
                 pass
         return False
 
-    def produce() -> None:
-        it = iter(items)
+    def _produce(self) -> None:
+        it = iter(self.frames)
         try:
-            for item in it:
-                if not put(item):
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    frame = next(it)
+                except StopIteration:
+                    break
+                t1 = time.perf_counter()
+                self.decode_seconds += t1 - t0
+                if not self._put((frame, t1)):
                     return
-            put(_DONE)
+            self._put(DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            put(exc)
+            self._put(exc)
         finally:
             close = getattr(it, "close", None)
             if close:
                 close()
 
-    # a daemon: a producer stuck in a stalled read must not keep the process alive after a stop
-    thread = threading.Thread(target=produce, daemon=True, name="lofi-prefetch")
-    _producers.append(thread)
-    thread.start()
-    try:
-        while True:
-            try:
-                item = q.get(timeout=poll)
-            except queue.Empty:
-                if stop():
-                    return
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        quit_.set()
-        thread.join(timeout=2 * poll)
+    def close(self) -> None:
+        """Stop the producer (it ends at its next frame, or stays blocked in a stalled read)."""
+        self.quit.set()
+        self.thread.join(timeout=2 * self.poll)

@@ -23,13 +23,12 @@ from lofi.runtime.bundle import (
     manifest_digest_of,
 )
 from lofi.runtime.errors import LofiError
+from lofi.runtime.postprocess import LevelOutputs
 
 # cpu / cuda: ONNX Runtime (CUDA with I/O binding); ort-trt: ONNX Runtime's TensorRT execution
 # provider (engines cached per bundle); trt: the bundle's own TensorRT engines
 DEVICES = ("cpu", "cuda", "ort-trt", "trt")
 
-# per level: (cls logits (C, n), regression (2, n))
-LevelOutputs = list[tuple[np.ndarray, np.ndarray]]
 # G-TAD: start (T,), end (T,), confidence (2, D, T), class_probs (K, T)
 GTADArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -52,7 +51,9 @@ def ort_trt_cache(folder: Path) -> Path:
 
 
 class BundleModels:
-    def __init__(self, bundle: str | Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(
+        self, bundle: str | Path, device: str = "cpu", threads: int = 0, spin: bool = False
+    ) -> None:
         if device not in DEVICES:
             raise LofiError(f"device must be one of {', '.join(DEVICES)}")
         self.folder, self.manifest = load_manifest(bundle)
@@ -61,8 +62,8 @@ class BundleModels:
             self.head_net: Backend = TrtBackend(_engine_for(self.folder, self.manifest, "head"))
         else:
             cache = ort_trt_cache(self.folder) if device == "ort-trt" else None
-            self.encoder = OrtBackend(self.folder / ENCODER_FILE, device, threads, cache)
-            self.head_net = OrtBackend(self.folder / HEAD_FILE, device, threads, cache)
+            self.encoder = OrtBackend(self.folder / ENCODER_FILE, device, threads, cache, spin)
+            self.head_net = OrtBackend(self.folder / HEAD_FILE, device, threads, cache, spin)
         # outputs by name, as the manifest lists them, whatever order a backend reports
         if "features" not in self.encoder.outputs:
             raise LofiError("the bundle's encoder has no output 'features'")

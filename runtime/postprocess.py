@@ -9,9 +9,17 @@ candidate can overlap the group (its latest end lies before the stream frontier 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+from lofi.runtime.annotations import Segment
 from lofi.runtime.snippets import SnippetGrid
+
+if TYPE_CHECKING:  # the bundle module imports this one
+    from lofi.runtime.bundle import Manifest
+
+# per pyramid level: (cls logits (C, n), regression (2, n))
+LevelOutputs = list[tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -178,3 +186,51 @@ class StreamingFinalizer:
             return done
         limit = duration if duration is not None else float(np.max(done.end))
         return finalize(done, limit, self.cfg, cap=False)
+
+
+@dataclass(frozen=True)
+class HeadGeometry:
+    """What decoding needs from a manifest, for callers (the trainer) that have no bundle."""
+
+    labels: list[str]
+    grid: SnippetGrid
+    strides: list[int]
+    max_reach: float
+    post: PostConfig
+
+
+def to_segments(c: Candidates, video: str, labels: list[str]) -> list[Segment]:
+    return [
+        Segment(video, labels[int(lab)], float(s), float(e), float(p))
+        for s, e, p, lab in zip(c.start, c.end, c.score, c.label)
+    ]
+
+
+def decode_outputs(
+    outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int, last: int, n_snippets: int
+) -> tuple[Candidates, LevelOutputs]:
+    """Candidates of positions whose first snippet lies in [first, last) and before n_snippets;
+    `outputs` start at snippet `first` on every level. Also returns the kept outputs."""
+    parts, kept = [], []
+    for (cls, reg), stride in zip(outputs, m.strides):
+        lo = first // stride
+        n = max(0, min((min(last, n_snippets) + stride - 1) // stride - lo, cls.shape[1]))
+        cls, reg = cls[:, :n], reg[:, :n]
+        kept.append((cls, reg))
+        parts.append(decode_level(cls, reg, stride, lo, m.grid, m.max_reach, m.post))
+    return Candidates.concat(parts), kept
+
+
+def final_segments(
+    cands: Candidates, m: Manifest | HeadGeometry, duration: float, video: str
+) -> list[Segment]:
+    """Clipping, NMS and the per-video cap: what offline inference keeps."""
+    return to_segments(finalize(cands, duration, m.post), video, m.labels)
+
+
+def detect(
+    outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, duration: float, video: str
+) -> list[Segment]:
+    """Whole-video head outputs (from snippet 0) -> final segments, as offline inference keeps."""
+    cands, _ = decode_outputs(outputs, m, 0, n_snippets, n_snippets)
+    return final_segments(cands, m, duration, video)

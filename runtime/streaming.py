@@ -12,73 +12,29 @@ one whole-video pass when the video ends and emits every event then (emitted_at 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from lofi.runtime.annotations import Segment
-from lofi.runtime.bundle import Manifest
 from lofi.runtime.errors import LofiError
 from lofi.runtime.gtad_decode import gtad_detect
-from lofi.runtime.models import BundleModels, GTADArrays, LevelOutputs
+from lofi.runtime.models import BundleModels, GTADArrays
 from lofi.runtime.postprocess import (
     Candidates,
-    PostConfig,
+    LevelOutputs,
     StreamingFinalizer,
-    decode_level,
-    finalize,
+    decode_outputs,
+    final_segments,
+    to_segments,
 )
-from lofi.runtime.snippets import SnippetGrid
-
-
-@dataclass(frozen=True)
-class HeadGeometry:
-    """What decoding needs from a manifest, for callers (the trainer) that have no bundle."""
-
-    labels: list[str]
-    grid: SnippetGrid
-    strides: list[int]
-    max_reach: float
-    post: PostConfig
-
-
-def _to_segments(c: Candidates, video: str, labels: list[str]) -> list[Segment]:
-    return [
-        Segment(video, labels[int(lab)], float(s), float(e), float(p))
-        for s, e, p, lab in zip(c.start, c.end, c.score, c.label)
-    ]
-
-
-def decode_outputs(
-    outputs: LevelOutputs, m: Manifest | HeadGeometry, first: int, last: int, n_snippets: int
-) -> tuple[Candidates, LevelOutputs]:
-    """Candidates of positions whose first snippet lies in [first, last) and before n_snippets;
-    `outputs` start at snippet `first` on every level. Also returns the kept outputs."""
-    parts, kept = [], []
-    for (cls, reg), stride in zip(outputs, m.strides):
-        lo = first // stride
-        n = max(0, min((min(last, n_snippets) + stride - 1) // stride - lo, cls.shape[1]))
-        cls, reg = cls[:, :n], reg[:, :n]
-        kept.append((cls, reg))
-        parts.append(decode_level(cls, reg, stride, lo, m.grid, m.max_reach, m.post))
-    return Candidates.concat(parts), kept
-
-
-def detect(
-    outputs: LevelOutputs, m: Manifest | HeadGeometry, n_snippets: int, duration: float, video: str
-) -> list[Segment]:
-    """Whole-video head outputs (from snippet 0) -> final segments, as offline inference keeps."""
-    cands, _ = decode_outputs(outputs, m, 0, n_snippets, n_snippets)
-    return final_segments(cands, m, duration, video)
-
-
-def final_segments(
-    cands: Candidates, m: Manifest | HeadGeometry, duration: float, video: str
-) -> list[Segment]:
-    return _to_segments(finalize(cands, duration, m.post), video, m.labels)
+from lofi.runtime.stats import StageClock
 
 
 class StreamLocalizer:
-    """Push frames, receive final segments. `record` keeps per-position head outputs (tests)."""
+    """Push frames, receive final segments. `record` keeps per-position head outputs (tests).
+
+    Two ways to drive it: `push` (it encodes its own snippets, `encoder_batch` at a time) or, to
+    share encoder calls between streams, `add_frame` + `take` (the snippets ready) + `add_features`
+    (their features) + `close` once the stream has ended and every snippet was taken."""
 
     def __init__(
         self,
@@ -87,6 +43,7 @@ class StreamLocalizer:
         encoder_batch: int = 16,
         on_event: Callable[[Segment, float], None] | None = None,
         record: bool = False,
+        clock: StageClock | None = None,
     ):
         self.models, self.video, self.batch = models, video, encoder_batch
         self.m = models.manifest
@@ -96,11 +53,13 @@ class StreamLocalizer:
                 "use WholeVideoLocalizer"
             )
         self.on_event = on_event
+        self.clock = clock or StageClock()
         self.finalizer = StreamingFinalizer(self.m.post)
         self.frames: list[np.ndarray] = []
         self.frame_base = 0  # global index of frames[0]
         self.n_frames = 0
-        self.next_snippet = 0
+        self.next_snippet = 0  # first snippet not taken for encoding yet
+        self.complete = 0  # snippets whose frames have all arrived
         self.feats: list[np.ndarray] = []
         self.feat_base = 0  # global snippet index of feats[0]
         self.window_start = 0  # first output position (snippets) of the next head window
@@ -109,35 +68,50 @@ class StreamLocalizer:
         self.recorded: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in self.m.strides]
         self.head_calls = 0
 
-    # ---- frames -> features
-    def _encode_ready(self, ended: bool) -> None:
+    shares_encoder = True
+
+    # ---- frames -> snippets -> features
+    def add_frame(self, frame: np.ndarray) -> None:
+        self.frames.append(frame)
+        self.n_frames += 1
         g = self.m.grid
-        while True:
-            ready = self.next_snippet
-            total = g.count(self.n_frames) if ended else None
-            while ready - self.next_snippet < self.batch and (
-                g.last_frame_needed(ready) < self.n_frames if not ended else ready < total
-            ):
-                ready += 1
-            count = ready - self.next_snippet
-            if count == 0 or (count < self.batch and not ended):
-                return
-            idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
-            clip = np.stack([self.frames[i] for i in idx.ravel()]).reshape(
-                *idx.shape, *self.frames[0].shape
-            )
-            self.feats.extend(self.models.encode(clip))
-            self.next_snippet = ready
-            keep_from = int(np.floor(self.next_snippet * g.hop + 1e-9))
-            drop = max(0, min(keep_from, self.n_frames - 1) - self.frame_base)
-            del self.frames[:drop]
-            self.frame_base += drop
+        while g.last_frame_needed(self.complete) < self.n_frames:
+            self.complete += 1
+
+    def ready(self, ended: bool = False) -> int:
+        """Snippets not taken yet whose frames are all here (all the rest once it has ended)."""
+        last = self.m.grid.count(self.n_frames) if ended else self.complete
+        return max(last - self.next_snippet, 0)
+
+    def take(self, count: int, ended: bool = False) -> np.ndarray:
+        """The next `count` ready snippets as (count, k, H, W, 3) uint8; frames no later snippet
+        needs are dropped."""
+        g = self.m.grid
+        idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
+        clip = np.stack([self.frames[i] for i in idx.ravel()]).reshape(
+            *idx.shape, *self.frames[0].shape
+        )
+        self.next_snippet += count
+        keep_from = int(np.floor(self.next_snippet * g.hop + 1e-9))
+        drop = max(0, min(keep_from, self.n_frames - 1) - self.frame_base)
+        del self.frames[:drop]
+        self.frame_base += drop
+        return clip
+
+    def add_features(self, feats: np.ndarray) -> list[Segment]:
+        """Features of the snippets taken, in order; returns the segments final now."""
+        self.feats.extend(feats)
+        return self._run_heads(ended=False)
+
+    def _encode(self, count: int, ended: bool) -> None:
+        with self.clock.stage("encoder", count):
+            self.feats.extend(self.models.encode(self.take(count, ended)))
 
     # ---- features -> head windows -> events
     def _run_heads(self, ended: bool) -> list[Segment]:
         m = self.m
         out: list[Segment] = []
-        n = self.next_snippet
+        n = self.feat_base + len(self.feats)
         total = self.models.padded_length(n) if ended else None
         while True:
             a, b = self.window_start, self.window_start + m.window
@@ -151,22 +125,25 @@ class StreamLocalizer:
             x = np.zeros((hi - lo, m.feature_dim), dtype=np.float32)
             have = np.asarray(self.feats[lo - self.feat_base : min(hi, n) - self.feat_base])
             x[: len(have)] = have
-            outputs = self.models.head(x)
+            with self.clock.stage("head", b - a):
+                outputs = self.models.head(x)
             self.head_calls += 1
-            cropped = [
-                (c[:, (a - lo) // s :], r[:, (a - lo) // s :])
-                for (c, r), s in zip(outputs, m.strides)
-            ]
-            cands, kept = decode_outputs(cropped, m, a, b, n if ended else b)
-            if self.record:
-                for level, pair in enumerate(kept):
-                    self.recorded[level].append(pair)
-            # windows left after the stream ended still come one by one: only the last may close all
-            if ended and b >= total:
-                safe, duration = float("inf"), self.n_frames / m.grid.fps
-            else:
-                safe, duration = float(m.grid.time(b - m.max_reach)), None
-            out += self._emit(self.finalizer.push(cands, safe, duration))
+            with self.clock.stage("postprocess", b - a):
+                cropped = [
+                    (c[:, (a - lo) // s :], r[:, (a - lo) // s :])
+                    for (c, r), s in zip(outputs, m.strides)
+                ]
+                cands, kept = decode_outputs(cropped, m, a, b, n if ended else b)
+                if self.record:
+                    for level, pair in enumerate(kept):
+                        self.recorded[level].append(pair)
+                # windows left after the stream ended still come one by one: only the last may
+                # close all
+                if ended and b >= total:
+                    safe, duration = float("inf"), self.n_frames / m.grid.fps
+                else:
+                    safe, duration = float(m.grid.time(b - m.max_reach)), None
+                out += self._emit(self.finalizer.push(cands, safe, duration))
             self.window_start = b
             drop = max(0, self.window_start - m.context - self.feat_base)
             del self.feats[:drop]
@@ -174,7 +151,7 @@ class StreamLocalizer:
         return out
 
     def _emit(self, c: Candidates) -> list[Segment]:
-        segs = _to_segments(c, self.video, self.m.labels)
+        segs = to_segments(c, self.video, self.m.labels)
         now = self.n_frames / self.m.grid.fps
         for s in segs:
             if self.on_event:
@@ -187,15 +164,21 @@ class StreamLocalizer:
         return segs
 
     def push(self, frame: np.ndarray) -> list[Segment]:
-        self.frames.append(frame)
-        self.n_frames += 1
-        self._encode_ready(ended=False)
+        self.add_frame(frame)
+        while self.ready() >= self.batch:
+            self._encode(self.batch, ended=False)
         return self._run_heads(ended=False)
 
     def finish(self) -> list[Segment]:
+        """The stream has ended: encode what is left, run the last windows, flush every event."""
+        while self.n_frames and (rest := self.ready(ended=True)):
+            self._encode(min(rest, self.batch), ended=True)
+        return self.close()
+
+    def close(self) -> list[Segment]:
+        """After the last snippet's features were added: the last windows and every event."""
         if self.n_frames == 0:
             return []
-        self._encode_ready(ended=True)
         return self._run_heads(ended=True)
 
     def _ranked(self) -> list[Segment]:
@@ -275,30 +258,38 @@ class WholeVideoLocalizer:
     frame pushed and emits all the video's events at once, with emitted_at = the video's
     duration. Memory grows with the video (its frames at the bundle's input size)."""
 
+    shares_encoder = False  # its snippets are known only at the end: it encodes them itself
+
     def __init__(
         self,
         models: BundleModels,
         video: str,
         encoder_batch: int = 16,
         on_event: Callable[[Segment, float], None] | None = None,
+        clock: StageClock | None = None,
     ):
         self.models, self.video, self.batch = models, video, encoder_batch
         self.m = models.manifest
         self.on_event = on_event
+        self.clock = clock or StageClock()
         self.frames: list[np.ndarray] = []
         self.n_frames = 0
         self.emitted: list[Segment] = []
         self.outputs: GTADArrays | None = None
 
-    def push(self, frame: np.ndarray) -> list[Segment]:
+    def add_frame(self, frame: np.ndarray) -> None:
         self.frames.append(frame)
         self.n_frames += 1
+
+    def push(self, frame: np.ndarray) -> list[Segment]:
+        self.add_frame(frame)
         return []
 
     def finish(self) -> list[Segment]:
         if self.n_frames == 0:
             return []
-        segs, self.outputs = localize_gtad(self.models, self.frames, self.video, self.batch)
+        with self.clock.stage("whole_video", self.m.length):
+            segs, self.outputs = localize_gtad(self.models, self.frames, self.video, self.batch)
         self.frames = []
         now = self.n_frames / self.m.grid.fps
         for s in segs:
@@ -317,11 +308,12 @@ def make_localizer(
     video: str,
     encoder_batch: int = 16,
     on_event: Callable[[Segment, float], None] | None = None,
+    clock: StageClock | None = None,
 ) -> StreamLocalizer | WholeVideoLocalizer:
     """The localizer a bundle needs: streaming (pyramid) or whole-video (G-TAD)."""
     if models.manifest.head_type == "gtad":
-        return WholeVideoLocalizer(models, video, encoder_batch, on_event)
-    return StreamLocalizer(models, video, encoder_batch, on_event)
+        return WholeVideoLocalizer(models, video, encoder_batch, on_event, clock)
+    return StreamLocalizer(models, video, encoder_batch, on_event, clock=clock)
 
 
 def stream_frames(

@@ -61,16 +61,17 @@ def test_kept_events_stay_bounded_and_results_equal_offline(tiny_bundle):
 def test_a_stop_request_ends_the_stream_as_if_the_video_ended_there(tiny_bundle, tiny_synth):
     # what Ctrl-C does to a live stream: the current video is finished at the frames it has,
     # its events flushed and kept for the results file; later sources do not start
-    from lofi.runtime.cli import stream_sources
+    from lofi.runtime.pipeline import stream_sources
 
     models = BundleModels(tiny_bundle)
     m = models.manifest
     videos = [str(tiny_synth / "videos" / f"synth_val_000{i}.mp4") for i in (0, 1)]
     calls = []
-    stop = lambda: calls.append(1) or len(calls) > 60  # once per source start, once per frame
+    stop = lambda: calls.append(1) or len(calls) > 60  # checked per source start and per frame
     results, stats = stream_sources(models, videos, quiet=True, stop=stop)
-    assert stats["stopped_early"] and stats["videos"] == 1 and stats["frames"] == 60
-    frames = read_video(videos[0], m.grid.fps, (m.height, m.width))[:60]
+    assert stats["stopped_early"] and stats["videos"] == 1 and 0 < stats["frames"] <= 60
+    assert [s["status"] for s in stats["sources"]] == ["stopped"]
+    frames = read_video(videos[0], m.grid.fps, (m.height, m.width))[: stats["frames"]]
     offline, _ = localize_offline(models, frames, "synth_val_0000")
     assert list(results) == ["synth_val_0000"] and results["synth_val_0000"] == offline
     assert offline  # the comparison is not between two empty lists
@@ -79,7 +80,7 @@ def test_a_stop_request_ends_the_stream_as_if_the_video_ended_there(tiny_bundle,
 def test_min_score_filters_printed_events_only(tiny_bundle, tiny_synth):
     import io
 
-    from lofi.runtime.cli import stream_sources
+    from lofi.runtime.pipeline import stream_sources
 
     models = BundleModels(tiny_bundle)
     video = [str(tiny_synth / "videos" / "synth_val_0000.mp4")]
@@ -99,7 +100,7 @@ def test_min_score_filters_printed_events_only(tiny_bundle, tiny_synth):
 def test_first_signal_requests_a_stop_second_aborts():
     import signal
 
-    from lofi.runtime.cli import graceful_stop
+    from lofi.runtime.signals import graceful_stop
 
     before = signal.getsignal(signal.SIGINT)
     with graceful_stop() as stop:

@@ -128,6 +128,8 @@ def test_a_stalled_source_ends_with_a_warning_and_is_marked_cut_short(
         str(tiny_bundle),
         "--timeout",
         "1",
+        "--reconnect",
+        "0",
         "--results",
         str(res),
         "--stats",
@@ -174,7 +176,7 @@ def test_ctrl_c_during_a_stall_stops_at_once_and_writes_the_files(
 
 BLOCKED = """
 import sys
-from lofi.runtime.cli import graceful_stop
+from lofi.runtime.signals import graceful_stop
 from lofi.runtime.decode import VideoReader
 with graceful_stop():
     print("ready", flush=True)
@@ -213,22 +215,22 @@ def test_source_failing_in_the_localizer_fails_alone(tiny_bundle, tiny_synth, mo
     # a fault past the decoder (here: the first video's localizer) must not take the run down
     import io
 
-    from lofi.runtime import cli
+    from lofi.runtime import pipeline
     from lofi.runtime.errors import LofiError
     from lofi.runtime.models import BundleModels
 
-    real = cli.make_localizer
+    real = pipeline.make_localizer
 
-    def flaky(models, vid, **kw):
-        loc = real(models, vid, **kw)
+    def flaky(models, vid, *args, **kw):
+        loc = real(models, vid, *args, **kw)
         if vid == "synth_val_0000":
-            loc.finish = lambda: (_ for _ in ()).throw(LofiError("head output has NaN"))
+            loc.close = lambda: (_ for _ in ()).throw(LofiError("head output has NaN"))
         return loc
 
-    monkeypatch.setattr(cli, "make_localizer", flaky)
+    monkeypatch.setattr(pipeline, "make_localizer", flaky)
     videos = [str(tiny_synth / "videos" / f"synth_val_000{i}.mp4") for i in (0, 1)]
     err = io.StringIO()
-    results, stats = cli.stream_sources(BundleModels(tiny_bundle), videos, quiet=True, err=err)
+    results, stats = pipeline.stream_sources(BundleModels(tiny_bundle), videos, quiet=True, err=err)
     assert list(results) == ["synth_val_0001"] and stats["failed"] == 1
     assert lines(err.getvalue()) == [f"error: {videos[0]}: head output has NaN"]
     assert Path(videos[0]).name in stats["sources"][0]["reason"]

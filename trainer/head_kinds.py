@@ -13,9 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from lofi.runtime.gtad_decode import gtad_detect
-from lofi.runtime.postprocess import PostConfig
+from lofi.runtime.postprocess import HeadGeometry, PostConfig, detect
 from lofi.runtime.snippets import SnippetGrid
-from lofi.runtime.streaming import HeadGeometry, detect
 from lofi.trainer.data import Window, window_targets
 from lofi.trainer.gtad import ExportableGTAD, GTADHead
 from lofi.trainer.gtad_loss import gtad_loss, gtad_targets
