@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from lofi.runtime.annotations import GroundTruth, Segment
@@ -150,7 +150,15 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     no instance here have no AP to count in; a label the annotation file does not know is an error,
     and so is a non-finite score or bound (it would move its class's AP without a word).
     Unmatched predictions overlapping a video's ambiguous spans are ignored (THUMOS14).
+    Copies of ActivityNet name their files `v_<id>.mp4` while the annotation file says `<id>`:
+    a prediction for `v_<id>` counts for `<id>` when only that one is annotated.
     """
+    predictions = [
+        replace(p, video=p.video[2:])
+        if p.video not in gt.videos and p.video.startswith("v_") and p.video[2:] in gt.videos
+        else p
+        for p in predictions
+    ]
     for p in predictions:
         if not all(np.isfinite((p.score, p.start, p.end))):
             raise LofiError(

@@ -62,3 +62,10 @@ def test_tables_show_the_fields_columns_and_every_class():
     assert rows[0].split()[:2] == ["class", "0.50"] and len(rows[0].split()) == 12
     assert [r.split()[0] for r in rows[1:]] == ["a", "b"]
     assert rows[1].split()[-1] == f"{100 * sum(anet.per_class['a']) / 10:.2f}"
+
+
+def test_results_named_after_activitynet_files_count_for_their_ids():
+    g = parse_ground_truth({"database": {"abc": {"subset": "validation", "duration": 50.0,
+        "annotations": [{"segment": [10, 20], "label": "a"}]}}})  # fmt: skip
+    named = [Segment("v_abc", "a", 10, 20, 0.9), Segment("v_zzz", "a", 10, 20, 0.95)]
+    assert evaluate(g, named, [0.5]).per_class == {"a": [0.5]}  # v_zzz: no such video, wrong

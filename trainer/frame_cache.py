@@ -29,12 +29,15 @@ OPEN_VIDEOS = 128  # stored videos kept open (memory maps hold a file descriptor
 
 
 def find_video(root: Path, vid: str, extra: dict) -> Path:
+    """The entry's `path`, else ROOT/VIDEO_ID.<ext>, else ROOT/v_VIDEO_ID.<ext> (how copies of
+    ActivityNet name the files of its YouTube ids)."""
     if "path" in extra:
         p = Path(extra["path"])
         return p if p.is_absolute() else root / p
-    for ext in VIDEO_EXTS:
-        if (root / f"{vid}{ext}").is_file():
-            return root / f"{vid}{ext}"
+    for name in (vid, f"v_{vid}"):
+        for ext in VIDEO_EXTS:
+            if (root / f"{name}{ext}").is_file():
+                return root / f"{name}{ext}"
     raise LofiError(f"video for '{vid}' not found under {root}")
 
 
