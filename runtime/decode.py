@@ -65,11 +65,14 @@ def _open(
         if path.is_file() and path.stat().st_size == 0:
             raise LofiError(f"video file is empty: {source}")
     opening = open_timeout if open_timeout is not None else timeout
+    t0 = time.monotonic()
     try:
         return av.open(source, format=fmt, options=options, timeout=(opening, timeout))
-    except av.ExitError:
-        raise LofiError(f"cannot open video {source}: no answer within {opening:g} s") from None
     except av.FFmpegError as exc:
+        # the interrupt that ends a slow open surfaces as AVERROR_EXIT or as the protocol's
+        # own error (RTSP: invalid data), so the clock tells a timeout apart
+        if isinstance(exc, av.ExitError) or time.monotonic() - t0 >= 0.95 * opening:
+            raise LofiError(f"cannot open video {source}: no answer within {opening:g} s") from None
         if path is not None and path.is_file() and _mp4_index_missing(path):
             raise LofiError(
                 f"cannot open video {source}: a truncated MP4 whose index (moov box) was in the "

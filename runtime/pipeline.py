@@ -317,8 +317,8 @@ class Pipeline:
             return False
         progressed = False
         for st in list(self.active):
+            self.queues.add(st.feed.queue.qsize())  # what waited since the last round
             progressed |= self._drain(st)
-            self.queues.add(st.feed.queue.qsize())
             if self.stopping:
                 break
         if self.stopping:

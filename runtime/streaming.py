@@ -143,16 +143,19 @@ class StreamLocalizer:
                     safe, duration = float("inf"), self.n_frames / m.grid.fps
                 else:
                     safe, duration = float(m.grid.time(b - m.max_reach)), None
-                out += self._emit(self.finalizer.push(cands, safe, duration))
+                out += self._emit(self.finalizer.push(cands, safe, duration), ended)
             self.window_start = b
             drop = max(0, self.window_start - m.context - self.feat_base)
             del self.feats[:drop]
             self.feat_base += drop
         return out
 
-    def _emit(self, c: Candidates) -> list[Segment]:
+    def _emit(self, c: Candidates, ended: bool) -> list[Segment]:
         segs = to_segments(c, self.video, self.m.labels)
-        now = self.n_frames / self.m.grid.fps
+        # stream time of the last frame the head has seen (frames decoded ahead do not count)
+        seen = self.feat_base + len(self.feats)
+        frames = self.n_frames if ended else self.m.grid.last_frame_needed(seen - 1) + 1
+        now = min(frames, self.n_frames) / self.m.grid.fps
         for s in segs:
             if self.on_event:
                 self.on_event(s, now)

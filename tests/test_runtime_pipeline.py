@@ -1,0 +1,134 @@
+"""The pipeline (decode threads, shared encoder batches) equals offline inference exactly, alone
+and with many streams at once, on long Synth-TAL videos; sources from folders and lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from lofi.runtime.decode import read_video
+from lofi.runtime.errors import LofiError
+from lofi.runtime.models import BundleModels
+from lofi.runtime.pipeline import Options, Pipeline, stream_sources
+from lofi.runtime.sources import expand_sources
+from lofi.runtime.streaming import localize_offline
+
+
+def render_long(folder: Path, count: int, seconds: tuple[float, float], seed: int) -> list[str]:
+    """`count` Synth-TAL videos of 32x32 at 8 fps, each `seconds` long (min, max)."""
+    from lofi.trainer.synth import UNTRIMMED_MOTIONS, SynthConfig, render_untrimmed, write_mp4
+
+    cfg = SynthConfig(
+        height=32, width=32, min_duration=seconds[0], max_duration=seconds[1], seed=seed
+    )
+    paths = []
+    for i in range(count):
+        frames, _ = render_untrimmed(cfg, "validation", i, UNTRIMMED_MOTIONS[:4])
+        path = folder / f"long_{i}.mp4"
+        write_mp4(path, frames, cfg.fps)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def long_videos(tmp_path_factory) -> list[str]:
+    return render_long(tmp_path_factory.mktemp("long"), 3, (60.0, 90.0), seed=5)
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_bundle, long_videos) -> dict:
+    models = BundleModels(tiny_bundle)
+    m = models.manifest
+    out = {}
+    for path in long_videos:
+        frames = read_video(path, m.grid.fps, (m.height, m.width))
+        out[Path(path).stem] = localize_offline(models, frames, Path(path).stem)[0]
+    return out
+
+
+def assert_same(got: list, want: list, seconds: float = 1e-5) -> None:
+    """The same segments in the same order; head windows and the whole-video pass differ only in
+    float32 rounding (the README's 1e-5 on outputs), which moves times and scores by ~1e-7.
+    `seconds`: the tolerance on times (a results file rounds them to 1 ms)."""
+    assert [(s.video, s.label) for s in got] == [(s.video, s.label) for s in want]
+    for a, b in zip(got, want):
+        assert abs(a.start - b.start) <= seconds and abs(a.end - b.end) <= seconds
+        assert abs(a.score - b.score) <= 1e-6
+
+
+@pytest.fixture(scope="module")
+def alone(tiny_bundle, long_videos) -> dict:
+    return stream_sources(BundleModels(tiny_bundle), long_videos, quiet=True)[0]
+
+
+def test_streaming_equals_offline_on_long_videos(alone, offline):
+    assert all(len(segs) > 20 for segs in offline.values())
+    assert set(alone) == set(offline)
+    for vid, segs in offline.items():
+        assert_same(alone[vid], segs)
+
+
+@pytest.mark.parametrize("parallel,batch", [(3, 16), (2, 5), (3, 64)])
+def test_parallel_streams_equal_each_stream_alone(tiny_bundle, long_videos, alone, parallel, batch):
+    # a snippet's features do not depend on its batch mates: bit for bit the single-stream run
+    models = BundleModels(tiny_bundle)
+    results, stats = stream_sources(
+        models, long_videos, quiet=True, options=Options(parallel=parallel, encoder_batch=batch)
+    )
+    assert results == alone
+    assert stats["videos"] == 3 and stats["parallel"] == parallel
+    assert stats["encoder_batch"]["max"] == batch
+
+
+def test_parallel_streams_share_encoder_calls(tiny_bundle, long_videos):
+    """Three streams at once need fewer encoder calls than three one after another would, and
+    every snippet is encoded exactly once."""
+    models = BundleModels(tiny_bundle)
+    calls: list[int] = []
+    encode = models.encode
+    models.encode = lambda x: calls.append(len(x)) or encode(x)
+    _, alone = stream_sources(models, long_videos, quiet=True)
+    n_alone, snippets = len(calls), sum(calls)
+    calls.clear()
+    _, shared = stream_sources(models, long_videos, quiet=True, options=Options(parallel=3))
+    assert sum(calls) == snippets == shared["stages"]["encoder"]["snippets"]
+    # each video alone ends with a partial batch; shared, the three ends can fill one call
+    assert len(calls) <= n_alone and shared["encoder_batch"]["mean"] >= 15
+
+
+def test_events_carry_their_video_and_the_stats_report_every_stage(tiny_bundle, long_videos):
+    models = BundleModels(tiny_bundle)
+    seen: list[tuple[str, float]] = []
+    pipe = Pipeline(
+        models,
+        long_videos,
+        on_event=lambda seg, now, latency: seen.append((seg.video, now)),
+        options=Options(parallel=3),
+    )
+    pipe.run()
+    assert {v for v, _ in seen} == {Path(p).stem for p in long_videos}
+    stats = pipe.stats()
+    lat = stats["latency_seconds"]
+    assert lat["count"] == len(seen) and 0 <= lat["p50"] <= lat["p95"] <= lat["max"]
+    for stage in ("decode", "encoder", "head", "postprocess"):
+        assert stats["stages"][stage]["seconds"] > 0, stage
+    assert stats["queue_depth"]["capacity"] == 64 and stats["realtime_factor"] > 0
+
+
+def test_a_folder_and_a_list_expand_to_their_videos(tmp_path, long_videos):
+    folder = Path(long_videos[0]).parent
+    (folder / "notes.txt").write_text("not a video")
+    assert expand_sources([str(folder)]) == sorted(long_videos)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# cameras\n{long_videos[1]}\n\nrtsp://cam.local/live\nrel.mp4\n")
+    assert expand_sources([f"@{listing}", long_videos[0]]) == [
+        long_videos[1],
+        "rtsp://cam.local/live",
+        str(tmp_path / "rel.mp4"),
+        long_videos[0],
+    ]
+    with pytest.raises(LofiError, match="source list not found"):
+        expand_sources([f"@{tmp_path / 'none.txt'}"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LofiError, match="no video files"):
+        expand_sources([str(tmp_path / "empty")])
