@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import queue
-import resource
 import sys
 import threading
 import time
@@ -28,7 +27,15 @@ from lofi.runtime.decode import DONE, READ_TIMEOUT, Feed, VideoReader
 from lofi.runtime.errors import LofiError
 from lofi.runtime.models import BundleModels
 from lofi.runtime.sources import ReconnectingReader, is_live, video_id
-from lofi.runtime.stats import ArrivalClock, Gauge, Reservoir, StageClock, StatusLine, bar
+from lofi.runtime.stats import (
+    ArrivalClock,
+    Gauge,
+    Reservoir,
+    StageClock,
+    StatusLine,
+    bar,
+    peak_rss_mib,
+)
 from lofi.runtime.streaming import StreamLocalizer, WholeVideoLocalizer, make_localizer
 
 # seg, emitted_at (stream seconds), latency (wall seconds from its last frame's arrival)
@@ -403,7 +410,7 @@ class Pipeline:
             "encoder_batch": {"size": self.opts.encoder_batch, **self.batches.summary()},
             "latency_seconds": self.latency.summary(),
             "queue_depth": {"capacity": self.opts.queue_depth, **self.queues.summary()},
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mib": peak_rss_mib(),
             "sources": records,
         }
 

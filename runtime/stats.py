@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import random
+import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TextIO
 
 import numpy as np
@@ -113,6 +115,18 @@ class Gauge:
     def summary(self) -> dict:
         mean = self.total / self.samples if self.samples else 0.0
         return {"mean": round(mean, 2), "max": self.max}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux's VmHWM belongs to the process's own address
+    space; `ru_maxrss` would also count a parent's memory held when it forked this process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class StatusLine:
