@@ -78,12 +78,13 @@ def test_mini_activitynet_with_a_missing_video_to_evaluated_stream(tmp_path, tin
     gt, videos = mini_anet(tmp_path, tiny_synth)
     cache = tmp_path / "cache"
     p = cli("lofi-data", "prepare", str(gt), str(videos), str(cache), "--fps", "8",
-            "--size", "32x32", "--workers", "2", ok=False)  # fmt: skip
+            "--size", "32x32", "--workers", "2", "--subset", "training",
+            "--subset", "validation", ok=False)  # fmt: skip
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         f"error: skipped video 'Yt999gone00': video for 'Yt999gone00' not found under {videos}"
     ]
-    assert "5 decoded, 0 already there, 1 skipped" in p.stdout
+    assert "4 decoded, 0 already there, 1 skipped" in p.stdout  # not the testing video
 
     run = tmp_path / "run"
     p = cli("lofi-train", "lofi", "--config", str(CONFIG),
@@ -94,7 +95,7 @@ def test_mini_activitynet_with_a_missing_video_to_evaluated_stream(tmp_path, tin
             "--set", "data.k=4", "--set", "lofi.t_ratio=2",
             "--run-dir", str(run), "--device", "cpu")  # fmt: skip
     assert (
-        "warning: 1 of 6 annotated videos are not in the frame cache "
+        "warning: 1 of 5 annotated videos are not in the frame cache "
         f"{cache} and are left out (1 training; e.g. 'Yt999gone00')" in p.stderr
     )
     ckpt = p.stdout.strip().splitlines()[-1].split("checkpoint ", 1)[1]

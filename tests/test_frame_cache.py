@@ -53,15 +53,21 @@ def test_workers_decode_the_same_cache_smaller_than_raw_arrays(tmp_path, tiny_sy
     assert json.loads((tmp_path / "one" / "index.json").read_text())["format"] == "jpeg"
 
 
-def test_loader_threads_return_what_one_thread_reads(tmp_path, tiny_caches):
-    prepare_cache(tiny_caches / "annotations.json", tiny_caches / "videos", tmp_path, 8.0, (32, 32))
-    serial, threaded = FrameCache(tmp_path, workers=1), FrameCache(tmp_path, workers=3)
+@pytest.mark.parametrize("fmt", ["jpeg", "npy"])
+def test_loader_workers_return_what_one_process_reads(tmp_path, tiny_synth, monkeypatch, fmt):
+    from lofi.trainer import frame_cache
+
+    monkeypatch.setattr(frame_cache, "PROCESS_MIN_FRAMES", 1)  # worker processes for JPEG
+    ann, videos = tiny_synth / "annotations.json", tiny_synth / "videos"
+    prepare_cache(ann, videos, tmp_path, 8.0, (32, 32), fmt=fmt)
+    serial, parallel = FrameCache(tmp_path, workers=1), FrameCache(tmp_path, workers=2)
     rng = np.random.default_rng(0)
     requests = [
         (vid, rng.integers(0, len(serial.frames(vid)), size=5))
         for vid in list(serial.index["videos"]) * 3
     ]
-    got = threaded.read(requests)
+    got = parallel.read(requests)
+    assert (parallel._decoders is not None) == (fmt == "jpeg")
     for (vid, idx), want, frames in zip(requests, serial.read(requests), got):
         assert np.array_equal(frames, want) and np.array_equal(want, serial.frames(vid)[idx])
 
@@ -83,3 +89,11 @@ def test_other_formats_old_indexes_and_damaged_files(tmp_path, tiny_synth):
     Path(out / f"{vid}.jpgs").write_bytes(b"\x00" * 40)
     with pytest.raises(LofiError, match=f"cannot read video '{vid}'.*prepare again"):
         FrameCache(out).frames(vid)
+
+
+def test_prepare_takes_only_the_subsets_asked_for(tmp_path, tiny_synth):
+    ann, videos = tiny_synth / "annotations.json", tiny_synth / "videos"
+    report = prepare_cache(ann, videos, tmp_path, 8.0, (16, 16), subsets=("validation",))
+    assert sorted(report.decoded) == ["synth_val_0000", "synth_val_0001"]
+    with pytest.raises(LofiError, match="no subset testing \\(it has training, validation\\)"):
+        prepare_cache(ann, videos, tmp_path, 8.0, (16, 16), subsets=("testing",))

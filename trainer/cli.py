@@ -100,8 +100,14 @@ def _pair(text: str, sep: str, name: str, kind=int):
     show_default=True,
     help="Videos decoded at once, each in its own process.",
 )
+@click.option(
+    "--subset",
+    "subsets",
+    multiple=True,
+    help="Only this subset (repeat for more), e.g. --subset training --subset validation.",
+)
 @cli_errors
-def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers) -> None:
+def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers, subsets) -> None:
     """Decode every video of ANNOTATIONS (found in VIDEO_ROOT) into the frame cache OUT.
 
     A missing, unreadable or partly decodable video gets an `error:` line and is left out (the
@@ -129,6 +135,7 @@ def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers) 
             fmt,
             quality,
             workers,
+            tuple(subsets),
         )
     hours = report.frames / fps / 3600
     click.echo(

@@ -190,7 +190,8 @@ def untrimmed(cfg: dict) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str
             raise LofiError(f"config needs data.{key}")
     gt = load_ground_truth(cfg["data"]["annotations"])
     cache = FrameCache(cfg["data"]["cache"])
-    gt = cached_only(gt, cache)
+    used = {v: i for v, i in gt.videos.items() if i.subset in ("training", "validation")}
+    gt = cached_only(GroundTruth(used, gt.labels), cache)
     return gt.subset("training"), gt.subset("validation"), cache, gt.labels
 
 

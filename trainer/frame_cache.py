@@ -18,14 +18,16 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from lofi.runtime.annotations import load_ground_truth
+from lofi.runtime.annotations import GroundTruth, load_ground_truth
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import LofiError
 from lofi.trainer.frame_store import FORMATS, SUFFIX, JpegFrames, open_frames, write_frames
+from lofi.trainer.frame_workers import DecodePool
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 INDEX_EVERY = 1.0  # seconds between index rewrites (each is O(videos); always on exit)
 OPEN_VIDEOS = 128  # stored videos kept open (memory maps hold a file descriptor each)
+PROCESS_MIN_FRAMES = 512  # JPEG frames in one read worth starting decoding processes for
 
 
 def find_video(root: Path, vid: str, extra: dict) -> Path:
@@ -153,18 +155,29 @@ def prepare_cache(
     fmt: str = "jpeg",
     quality: int = 90,
     workers: int = 1,
+    subsets: tuple[str, ...] = (),
 ) -> CacheReport:
     """Decode every annotated video once into `out` (format `fmt`, see frame_store.py).
 
     Resumable: each video's file is written whole and renamed, and the index is rewritten as
     videos finish (at least every INDEX_EVERY seconds, and on any exit), so a second run skips
     what a first one finished. A missing, unreadable or partly decodable video raises, or with
-    `skip_bad` is left out, listed in the index's `skipped` and passed to `on_skip`."""
+    `skip_bad` is left out, listed in the index's `skipped` and passed to `on_skip`. `subsets`
+    (e.g. training, validation) limits the work to those: ActivityNet's unannotated `testing`
+    quarter need not be decoded."""
     if fmt not in FORMATS:
         raise LofiError(f"frame cache format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not 1 <= quality <= 100:
         raise LofiError(f"JPEG quality must be 1..100, not {quality}")
     gt = load_ground_truth(annotations)
+    if subsets:
+        known = {info.subset for info in gt.videos.values()}
+        unknown = sorted(set(subsets) - known)
+        if unknown:
+            raise LofiError(
+                f"{annotations}: no subset {', '.join(unknown)} (it has {', '.join(sorted(known))})"
+            )
+        gt = GroundTruth({v: i for v, i in gt.videos.items() if i.subset in subsets}, gt.labels)
     out.mkdir(parents=True, exist_ok=True)
     index = _open_index(out, fps, size, fmt, quality)
     report = CacheReport(out)
@@ -207,7 +220,7 @@ def prepare_cache(
 
 class FrameCache:
     """A prepared cache: `frames(vid)` reads like a (T, H, W, 3) uint8 array; `read` fetches the
-    frames a batch needs with `workers` threads decoding at once."""
+    frames a batch needs with `workers` processes (JPEG) or threads (arrays) at once."""
 
     def __init__(self, folder: Path, workers: int | None = None):
         path = Path(folder) / "index.json"
@@ -220,7 +233,8 @@ class FrameCache:
         self.format = self.index["format"]
         self.workers = workers or min(8, os.cpu_count() or 1)
         self._open: OrderedDict[str, np.ndarray | JpegFrames] = OrderedDict()
-        self._pool: ThreadPoolExecutor | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._decoders: DecodePool | None = None
 
     def __contains__(self, vid: str) -> bool:
         return vid in self.index["videos"]
@@ -245,12 +259,22 @@ class FrameCache:
         return frames
 
     def read(self, requests: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
-        """The frames `idx` of each (video, idx) request, decoded in parallel threads (JPEG
-        decoding leaves Python's lock, so the threads really run at once)."""
+        """The frames `idx` of each (video, idx) request. JPEG batches of PROCESS_MIN_FRAMES
+        or more are decoded by `workers` processes, arrays are copied by `workers` threads (a
+        copy leaves Python's lock); small batches stay in this process (no start-up cost)."""
         stores = [self.frames(vid) for vid, _ in requests]
+        total = sum(len(idx) for _, idx in requests)
+        if self.workers <= 1 or len(requests) <= 1:
+            return [np.asarray(s[idx]) for s, (_, idx) in zip(stores, requests)]
+        if self.format == "jpeg":
+            if total < PROCESS_MIN_FRAMES:
+                return [np.asarray(s[idx]) for s, (_, idx) in zip(stores, requests)]
+            if self._decoders is None:
+                self._decoders = DecodePool(self.workers)
+            files = [self.folder / self.index["videos"][vid]["file"] for vid, _ in requests]
+            jobs = [(f, idx) for f, (_, idx) in zip(files, requests)]
+            return self._decoders.read(jobs, (*self.size, 3))
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="lofi-frames")
         jobs = [(s, idx) for s, (_, idx) in zip(stores, requests)]
-        if self.workers <= 1 or len(jobs) <= 1:
-            return [np.asarray(s[idx]) for s, idx in jobs]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="lofi-frames")
-        return list(self._pool.map(lambda j: np.asarray(j[0][j[1]]), jobs))
+        return list(self._threads.map(lambda j: np.asarray(j[0][j[1]]), jobs))

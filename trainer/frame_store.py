@@ -4,7 +4,7 @@ one file (`jpeg`, about a tenth of the bytes at quality 90; docs/BENCHMARKS.md h
 A packed file is the JPEG bytes back to back, then the n + 1 byte offsets (int64) and n (int64):
 one file per video (no millions of small files), random access to any frame, written whole and
 renamed so a half-written file never looks finished. Pillow (a torchvision dependency) encodes
-and decodes; its decoder releases Python's lock, so loader threads decode in parallel.
+and decodes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class JpegFrames:
     def _decode(self, i: int) -> np.ndarray:
         raw = io.BytesIO(self.data[self.offsets[i] : self.offsets[i + 1]])
         with Image.open(raw) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
     def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
         if isinstance(key, (int, np.integer)):
