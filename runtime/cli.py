@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from lofi.runtime.annotations import load_ground_truth, load_results, results_json, write_json
-from lofi.runtime.decode import READ_TIMEOUT, blocked_readers
+from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
@@ -78,6 +78,13 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     show_default=True,
     help="Snippets per encoder call at most.",
 )
+@click.option(
+    "--decode",
+    type=click.Choice(DECODERS),
+    default="cpu",
+    show_default=True,
+    help="Video decoding: on the CPU, or on the GPU's NVDEC (FFmpeg's CUDA hwaccel).",
+)
 @cli_errors
 def stream_cli(
     sources,
@@ -94,6 +101,7 @@ def stream_cli(
     reconnect,
     parallel,
     batch,
+    decode,
 ) -> None:
     """Localize actions in SOURCES: files, URLs FFmpeg can open, /dev/videoN or camera:N, a
     folder (its videos) or @LIST (a file naming one source per line).
@@ -120,6 +128,7 @@ def stream_cli(
         timeout=timeout,
         open_timeout=open_timeout,
         reconnect=reconnect,
+        decode=decode,
     )
     with graceful_stop() as stop:
         results, stats = stream_sources(

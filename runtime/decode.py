@@ -12,6 +12,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel, hwdevices_available
 from lofi.runtime.errors import LofiError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -44,8 +45,36 @@ def _mp4_index_missing(path: Path) -> bool:
         return not first
 
 
+DECODERS = ("cpu", "nvdec")
+
+
+def _hwaccel(decode: str) -> HWAccel | None:
+    """NVDEC through FFmpeg's CUDA hwaccel inside PyAV: the same demuxing, timestamps, fault
+    handling and scaler as CPU decoding, frames downloaded to system memory. No silent fallback
+    to the CPU: a machine without a usable NVIDIA GPU is refused."""
+    if decode not in DECODERS:
+        raise LofiError(f"--decode must be one of {', '.join(DECODERS)}, not {decode!r}")
+    if decode == "cpu":
+        return None
+    if "cuda" not in hwdevices_available():
+        raise LofiError("--decode nvdec: this FFmpeg (PyAV's) has no CUDA hwaccel")
+    return HWAccel("cuda", allow_software_fallback=False)
+
+
+def _opens(source: str, fmt: str | None, options: dict, timeout: tuple[float, float]) -> bool:
+    """Whether the source opens with CPU decoding (so a failure with NVDEC was NVDEC's)."""
+    try:
+        av.open(source, format=fmt, options=options, timeout=timeout).close()
+    except av.FFmpegError:
+        return False
+    return True
+
+
 def _open(
-    source: str, timeout: float = READ_TIMEOUT, open_timeout: float | None = None
+    source: str,
+    timeout: float = READ_TIMEOUT,
+    open_timeout: float | None = None,
+    decode: str = "cpu",
 ) -> av.container.InputContainer:
     """A file path, a URL FFmpeg can open, or a camera (/dev/videoN or camera:N)."""
     options: dict = {}
@@ -65,10 +94,18 @@ def _open(
         if path.is_file() and path.stat().st_size == 0:
             raise LofiError(f"video file is empty: {source}")
     opening = open_timeout if open_timeout is not None else timeout
+    hwaccel = _hwaccel(decode)
     t0 = time.monotonic()
     try:
-        return av.open(source, format=fmt, options=options, timeout=(opening, timeout))
+        return av.open(
+            source, format=fmt, options=options, timeout=(opening, timeout), hwaccel=hwaccel
+        )
     except av.FFmpegError as exc:
+        if hwaccel is not None and _opens(source, fmt, options, (opening, timeout)):
+            raise LofiError(
+                f"--decode nvdec: FFmpeg could not create a CUDA device ({exc.strerror}): "
+                "it needs an NVIDIA GPU and driver; use --decode cpu"
+            ) from None
         # the interrupt that ends a slow open surfaces as AVERROR_EXIT or as the protocol's
         # own error (RTSP: invalid data), so the clock tells a timeout apart
         if isinstance(exc, av.ExitError) or time.monotonic() - t0 >= 0.95 * opening:
@@ -110,8 +147,10 @@ class VideoReader:
         size: tuple[int, int] | None = None,
         timeout: float = READ_TIMEOUT,
         open_timeout: float | None = None,
+        decode: str = "cpu",
     ):
         self.source = str(source)
+        self.decode = decode
         self.fps = float(fps)
         self.size = size
         self.timeout = float(timeout)
@@ -175,7 +214,7 @@ class VideoReader:
                 self.cut_short = f"read failed: {reason}"
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        container = _open(self.source, self.timeout, self.open_timeout)
+        container = _open(self.source, self.timeout, self.open_timeout, self.decode)
         try:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")

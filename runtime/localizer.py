@@ -32,7 +32,7 @@ class Event:
 class Localizer:
     """A bundle loaded once, run on any number of sources (files, URLs, cameras).
 
-    `device`: cpu, cuda, ort-trt or trt, as `lofi-stream --device`. A source that cannot be
+    `device`: cpu, cuda, ort-trt or trt, as `lofi-stream --device`; `decode`: cpu or nvdec. A source that cannot be
     opened or fails raises `LofiError`; a damaged or cut-short one warns (`RuntimeWarning`) and
     keeps what could be read. `stats` holds the last run's stats (as `lofi-stream --stats`)."""
 
@@ -43,9 +43,10 @@ class Localizer:
         threads: int = 0,
         encoder_batch: int = 16,
         timeout: float = READ_TIMEOUT,
+        decode: str = "cpu",
     ) -> None:
         self.models = BundleModels(bundle, device, threads)
-        self.options = Options(encoder_batch=encoder_batch, timeout=timeout)
+        self.options = Options(encoder_batch=encoder_batch, timeout=timeout, decode=decode)
         self.stats: dict = {}
 
     @property

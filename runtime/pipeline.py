@@ -58,6 +58,7 @@ class Options:
     open_timeout: float | None = None  # seconds to open a source (default: `timeout`)
     reconnect: int = 5  # reopen tries per drop of a live source
     max_delay: float = 0.5  # seconds a ready snippet waits for a fuller encoder batch
+    decode: str = "cpu"  # cpu, or nvdec (FFmpeg's CUDA hwaccel)
 
 
 @dataclass
@@ -146,10 +147,10 @@ class Pipeline:
         fps, o = self.m.grid.fps, self.opts
         if is_live(source):
             reader: VideoReader | ReconnectingReader = ReconnectingReader(
-                source, fps, size, o.timeout, o.open_timeout, o.reconnect
+                source, fps, size, o.timeout, o.open_timeout, o.reconnect, decode=o.decode
             )
         else:
-            reader = VideoReader(source, fps, size, o.timeout, o.open_timeout)
+            reader = VideoReader(source, fps, size, o.timeout, o.open_timeout, o.decode)
         st: _Stream | None = None
 
         def on_event(seg: Segment, now: float) -> None:

@@ -86,7 +86,9 @@ class ReconnectingReader:
         reconnect: int = 5,
         max_backoff: float = 8.0,
         cancel: threading.Event | None = None,
+        decode: str = "cpu",
     ) -> None:
+        self.decode = decode
         self.source, self.fps, self.size = source, fps, size
         self.timeout, self.open_timeout = timeout, open_timeout
         self.reconnect, self.max_backoff = reconnect, max_backoff
@@ -102,7 +104,9 @@ class ReconnectingReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         tries, drop = 0, None  # drop: (wall time, stream seconds, reason) of the open gap
         while True:
-            reader = VideoReader(self.source, self.fps, self.size, self.timeout, self.open_timeout)
+            reader = VideoReader(
+                self.source, self.fps, self.size, self.timeout, self.open_timeout, self.decode
+            )
             reason = None
             try:
                 for frame in reader:
