@@ -294,11 +294,16 @@ class Feed:
     one stuck in a stalled read must not keep the process alive after a stop."""
 
     def __init__(
-        self, frames: Iterable[np.ndarray], depth: int, wake: threading.Event, poll: float = 0.2
+        self,
+        frames: Iterable[np.ndarray],
+        depth: int,
+        wake: threading.Event,
+        quit_: threading.Event | None = None,
+        poll: float = 0.2,
     ) -> None:
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.wake, self.poll = wake, poll
-        self.quit = threading.Event()
+        self.quit = quit_ or threading.Event()
         self.decode_seconds = 0.0
         self.frames = frames
         self.thread = threading.Thread(target=self._produce, daemon=True, name="lofi-decode")

@@ -108,7 +108,14 @@ class Pipeline:
         self.opts = options or Options()
         if self.opts.parallel < 1 or self.opts.encoder_batch < 1 or self.opts.queue_depth < 1:
             raise LofiError("--parallel, --batch and the queue depth must be at least 1")
-        self.on_event, self.stop, self.error, self.warn = on_event, stop, error, warn
+        self.on_event, self.stop, self.error = on_event, stop, error
+        self.warnings = 0
+
+        def counted(line: str) -> None:
+            self.warnings += 1
+            warn(line)
+
+        self.warn = counted
         if self.m.head_type == "gtad":
             for source in sources:
                 if is_live(source):
@@ -145,9 +152,17 @@ class Pipeline:
         self.records.append(record)
         size = (self.m.height, self.m.width)
         fps, o = self.m.grid.fps, self.opts
+        quit_ = threading.Event()  # ends the decode thread, and a reconnect's backoff
         if is_live(source):
             reader: VideoReader | ReconnectingReader = ReconnectingReader(
-                source, fps, size, o.timeout, o.open_timeout, o.reconnect, decode=o.decode
+                source,
+                fps,
+                size,
+                o.timeout,
+                o.open_timeout,
+                o.reconnect,
+                cancel=quit_,
+                decode=o.decode,
             )
         else:
             reader = VideoReader(source, fps, size, o.timeout, o.open_timeout, o.decode)
@@ -171,9 +186,8 @@ class Pipeline:
         except FAULTS as exc:
             self._fail_record(record, exc, 0)
             return
-        st = _Stream(source, vid, record, reader, Feed(reader, o.queue_depth, self.wake), loc)
-        if isinstance(reader, ReconnectingReader):
-            reader.cancel = st.feed.quit
+        feed = Feed(reader, o.queue_depth, self.wake, quit_)
+        st = _Stream(source, vid, record, reader, feed, loc)
         self.active.append(st)
 
     def _fail_record(self, record: dict, exc: BaseException, events: int) -> None:
@@ -404,6 +418,7 @@ class Pipeline:
             "failed": sum(r["status"] == "failed" for r in records),
             "cut_short": sum(r["status"] == "cut_short" for r in records),
             "damaged": sum(r["status"] == "damaged" for r in records),
+            "warnings": self.warnings,
             "corrupt_packets": sum(r.get("corrupt_packets", 0) for r in records),
             "reconnects": sum(r.get("reconnects", 0) for r in records),
             "parallel": self.opts.parallel,

@@ -78,7 +78,7 @@ def test_a_truncated_file_with_its_index_first_keeps_its_readable_part(
     (warning,) = [x for x in lines(p.stderr) if x.startswith("warning:")]
     assert "cut" + suffix in warning and "truncated" in warning
     (record,) = stats["sources"]
-    assert record["status"] == "damaged" and stats["damaged"] == 1
+    assert record["status"] == "damaged" and stats["damaged"] == 1 == stats["warnings"]
     full = len(read_video(whole, 8.0)) / 8.0
     assert 0.3 * full < record["seconds"] < 0.7 * full
     # the readable part streams as its frames would offline
@@ -112,6 +112,7 @@ def test_corrupt_bytes_mid_file_are_skipped_and_the_rest_streams(tmp_path, tiny_
     assert "bad.mp4" in warning and "corrupt packet" in warning
     (record,) = stats["sources"]
     assert record["status"] == "damaged" and record["corrupt_packets"] > 0
+    assert stats["warnings"] == 1
     assert stats["corrupt_packets"] == record["corrupt_packets"]
     intact = offline_of(tiny_bundle, video, "bad")
     duration = len(read_video(video, 8.0)) / 8.0
