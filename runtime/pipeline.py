@@ -354,7 +354,7 @@ class Pipeline:
             if not st.loc.shares_encoder or st.loc.ready(True) == 0:
                 self._close(st)
                 progressed = True
-        if self.status:
+        if self.status and self.status.enabled:
             self.status.show(self.status_text())
         if not progressed:
             self.wake.wait(0.2)

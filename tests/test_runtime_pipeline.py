@@ -132,3 +132,33 @@ def test_a_folder_and_a_list_expand_to_their_videos(tmp_path, long_videos):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LofiError, match="no video files"):
         expand_sources([str(tmp_path / "empty")])
+
+
+def test_lofi_stream_parallel_on_a_folder_writes_what_one_at_a_time_writes(
+    tmp_path, tiny_bundle, long_videos
+):
+    import json
+
+    from tests.test_reliability_stream import run_stream
+
+    folder = str(Path(long_videos[0]).parent)
+    out = {}
+    for args in ((), ("--parallel", "3", "--batch", "8")):
+        res, st = tmp_path / "r.json", tmp_path / "s.json"
+        p = run_stream(
+            folder,
+            "--bundle",
+            str(tiny_bundle),
+            "--quiet",
+            "--results",
+            str(res),
+            "--stats",
+            str(st),
+            *args,
+        )
+        assert p.returncode == 0, p.stderr
+        stats = json.loads(st.read_text())
+        out[args] = json.loads(res.read_text())["results"]
+    assert stats["parallel"] == 3 and stats["encoder_batch"]["size"] == 8
+    assert set(out[()]) == {Path(p).stem for p in long_videos}
+    assert out[()] == out[("--parallel", "3", "--batch", "8")]
