@@ -41,8 +41,8 @@ def test_stored_frames_read_back_like_an_array(tmp_path, fmt):
 
 def test_workers_decode_the_same_cache_smaller_than_raw_arrays(tmp_path, tiny_synth):
     ann, videos = tiny_synth / "annotations.json", tiny_synth / "videos"
-    one = prepare_cache(ann, videos, tmp_path / "one", 8.0, (48, 48), workers=1)
-    two = prepare_cache(ann, videos, tmp_path / "two", 8.0, (48, 48), workers=2)
+    one = prepare_cache(ann, videos, tmp_path / "one", 8.0, (48, 48), fmt="jpeg", workers=1)
+    two = prepare_cache(ann, videos, tmp_path / "two", 8.0, (48, 48), fmt="jpeg", workers=2)
     raw = prepare_cache(ann, videos, tmp_path / "raw", 8.0, (48, 48), fmt="npy")
     assert one.decoded == two.decoded == raw.decoded and one.frames == two.frames == raw.frames
     a, b, c = (FrameCache(tmp_path / d) for d in ("one", "two", "raw"))
@@ -84,7 +84,7 @@ def test_other_formats_old_indexes_and_damaged_files(tmp_path, tiny_synth):
     assert FrameCache(out).format == "npy"
 
     out = tmp_path / "j"
-    report = prepare_cache(ann, videos, out, 8.0, (16, 16))
+    report = prepare_cache(ann, videos, out, 8.0, (16, 16), fmt="jpeg")
     vid = report.decoded[0]
     Path(out / f"{vid}.jpgs").write_bytes(b"\x00" * 40)
     with pytest.raises(LofiError, match=f"cannot read video '{vid}'.*prepare again"):

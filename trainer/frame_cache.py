@@ -152,12 +152,14 @@ def prepare_cache(
     progress: Callable[[int, int], None] | None = None,
     skip_bad: bool = False,
     on_skip: Callable[[str, str], None] | None = None,
-    fmt: str = "jpeg",
+    fmt: str = "npy",
     quality: int = 90,
     workers: int = 1,
     subsets: tuple[str, ...] = (),
 ) -> CacheReport:
-    """Decode every annotated video once into `out` (format `fmt`, see frame_store.py).
+    """Decode every annotated video once into `out` (format `fmt`, see frame_store.py; `npy`
+    here keeps library callers such as the demo bit-exact, `lofi-data prepare` defaults to
+    the compact `jpeg`).
 
     Resumable: each video's file is written whole and renamed, and the index is rewritten as
     videos finish (at least every INDEX_EVERY seconds, and on any exit), so a second run skips

@@ -7,6 +7,7 @@ into one shared buffer spares pickling megabytes of pixels back through a pipe.
 
 from __future__ import annotations
 
+import weakref
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
@@ -16,20 +17,27 @@ import numpy as np
 from lofi.trainer.frame_store import JpegFrames
 
 _stores: dict[str, JpegFrames] = {}  # per worker process: files it has opened
+_buffers: dict[str, SharedMemory] = {}  # per worker process: the pool's buffer, attached once
+
+
+def _attach(name: str) -> SharedMemory:
+    if name not in _buffers:
+        for old in _buffers.values():  # the pool grew its buffer: let go of the old one
+            old.close()
+        _buffers.clear()
+        _buffers[name] = SharedMemory(name)
+    return _buffers[name]
 
 
 def _decode_into(job: tuple[str, int, tuple[int, ...], str, np.ndarray]) -> None:
+    """Decode frames `idx` of one file straight into the shared buffer at `offset`."""
     name, offset, shape, path, idx = job
     store = _stores.get(path)
     if store is None:
         store = _stores[path] = JpegFrames(Path(path))
-    shm = SharedMemory(name)
-    try:
-        out = np.ndarray(shape, np.uint8, shm.buf, offset)
-        out[:] = store[idx]
-        del out
-    finally:
-        shm.close()
+    out = np.ndarray(shape, np.uint8, _attach(name).buf, offset)
+    for j, i in enumerate(idx):
+        out[j] = store[int(i)]
 
 
 class DecodePool:
@@ -38,25 +46,41 @@ class DecodePool:
 
     def __init__(self, workers: int):
         self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        # one buffer, reused across batches (no fresh page faults), grown when a batch needs it
+        self._held: list[SharedMemory] = []
+        weakref.finalize(self, DecodePool._release, self.pool, self._held)
+
+    def _buffer(self, size: int) -> SharedMemory:
+        if not self._held or self._held[0].size < size:
+            for shm in self._held:
+                shm.close()
+                shm.unlink()
+            self._held[:] = [SharedMemory(create=True, size=size)]
+        return self._held[0]
 
     def read(self, jobs: list[tuple[Path, np.ndarray]], frame_shape: tuple[int, ...]) -> list:
+        """One uint8 array (len(idx), *frame_shape) per (file, idx) job, each a copy."""
         sizes = [len(idx) * int(np.prod(frame_shape)) for _, idx in jobs]
-        shm = SharedMemory(create=True, size=max(1, sum(sizes)))
-        try:
-            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
-            tasks = [
-                (shm.name, int(off), (len(idx), *frame_shape), str(path), idx)
-                for (path, idx), off in zip(jobs, offsets)
-            ]
-            list(self.pool.map(_decode_into, tasks))
-            flat = np.ndarray((sum(sizes),), np.uint8, shm.buf).copy()
-        finally:
-            shm.close()
-            shm.unlink()
-        return [
-            flat[off : off + size].reshape(len(idx), *frame_shape)
+        shm = self._buffer(max(1, sum(sizes)))
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
+        tasks = [
+            (shm.name, int(off), (len(idx), *frame_shape), str(path), idx)
+            for (path, idx), off in zip(jobs, offsets)
+        ]
+        list(self.pool.map(_decode_into, tasks))
+        flat = np.ndarray((sum(sizes),), np.uint8, shm.buf)
+        out = [
+            flat[off : off + size].reshape(len(idx), *frame_shape).copy()
             for (_, idx), off, size in zip(jobs, offsets, sizes)
         ]
+        del flat
+        return out
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    @staticmethod
+    def _release(pool: ProcessPoolExecutor, held: list[SharedMemory]) -> None:
+        """Stop the workers, then free the buffer (also at exit, or a segment would stay)."""
+        pool.shutdown(wait=True, cancel_futures=True)
+        for shm in held:
+            shm.close()
+            shm.unlink()
+        held.clear()
