@@ -27,7 +27,10 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     "--results", "results_path", type=click.Path(), help="Write an ActivityNet results file."
 )
 @click.option(
-    "--stats", "stats_path", type=click.Path(), help="Write throughput/memory stats (JSON)."
+    "--stats",
+    "stats_path",
+    type=click.Path(),
+    help="Write stats (JSON): per-stage throughput, latency, queues, memory, per source.",
 )
 @click.option("--threads", type=int, default=0, help="Intra-op threads (0: library default).")
 @click.option(
@@ -49,7 +52,8 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     type=click.FloatRange(min=0.1),
     default=READ_TIMEOUT,
     show_default=True,
-    help="Seconds without data before a source counts as stalled (it then ends, cut short).",
+    help="Seconds without data before a source counts as stalled (a live one is then "
+    "reopened, see --reconnect; else it ends, cut short).",
 )
 @click.option(
     "--open-timeout",
