@@ -121,14 +121,18 @@ def test_convert_reports_missing_videos_empty_segments_and_bad_lines(thumos, tmp
     shutil.copytree(ann, copy)
     with open(copy / "Billiards_test.txt", "a") as f:
         f.write("video_test_0000009 3.0 3.0\nvideo_test_0000009 1.0 2.0\n")
+        f.write("video_test_0000008 1.0 2.0\n")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "video_test_0000008.mp4").write_text("not a video")
     missing = []
-    conv = convert_thumos(copy, dirs, lambda v, why: missing.append((v, why)))
-    assert conv.missing == ["video_test_0000009"] and missing[0][0] == "video_test_0000009"
-    assert "no video file" in missing[0][1]
+    conv = convert_thumos(copy, [*dirs, broken], lambda v, why: missing.append((v, why)))
+    assert conv.missing == ["video_test_0000008", "video_test_0000009"]
+    assert "cannot read video" in missing[0][1] and "no video file" in missing[1][1]
     assert conv.dropped and conv.dropped[0].startswith("Billiards_test.txt:")
     p = cli("lofi-data", "convert-thumos", str(copy), str(tmp_path / "o.json"),
-            *sum((["--videos", str(d)] for d in dirs), []))  # fmt: skip
-    assert "1 videos missing" in p.stdout
+            *sum((["--videos", str(d)] for d in [*dirs, broken]), []))  # fmt: skip
+    assert "2 videos missing" in p.stdout
     assert "warning: left out video 'video_test_0000009'" in p.stderr
 
     (copy / "Billiards_test.txt").write_text("video_test_0000002 1.0\n")

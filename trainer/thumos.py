@@ -128,7 +128,7 @@ def probe(path: Path) -> tuple[float, float]:
                 if pkt.pts is not None and pkt.time_base:
                     end = max(end, float((pkt.pts + (pkt.duration or 0)) * pkt.time_base))
             return end, rate
-    except av.FFmpegError as exc:
+    except (av.FFmpegError, OSError) as exc:
         raise LofiError(f"cannot read video {path}: {exc}") from None
 
 
