@@ -27,6 +27,7 @@ from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.fidelity import FidelitySchedule
 from lofi.trainer.planner import measure_step
+from lofi.trainer.schema import Config
 from lofi.trainer.stages import run_stage
 from lofi.trainer.synth import SynthConfig, generate
 
@@ -99,17 +100,18 @@ def prepare(seed_dir: Path, synth: SynthConfig) -> list[str]:
     ]
 
 
-def random_encoder(cfg: dict, path: Path) -> Path:
+def random_encoder(cfg: Config, path: Path) -> Path:
     """A checkpoint of a randomly initialised encoder: the no-pre-training row."""
     if not path.is_file():
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(cfg.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         enc = build_encoder(cfg, pretrained=False)
-        save_checkpoint(path, {"stage": "pretrain", "config": cfg, "encoder": enc.state_dict()})
+        payload = {"stage": "pretrain", "config": cfg.to_dict(), "encoder": enc.state_dict()}
+        save_checkpoint(path, payload)
     return path
 
 
-def activation_bytes(cfg: dict, row: str, size: tuple[int, int]) -> int | None:
+def activation_bytes(cfg: Config, row: str, size: tuple[int, int]) -> int | None:
     """Peak activations of one training step of the row's encoder training (None: frozen)."""
     sched = FidelitySchedule()
     if row in ("none",):
@@ -129,7 +131,7 @@ def run_row(name: str, seed_dir: Path, base: list[str], extra: list[str]) -> dic
     cfg_path = str(files("lofi.configs") / "demo.yaml")
     head_options = GTAD if head_type == "gtad" else []
 
-    def cfg(*more: str) -> dict:
+    def cfg(*more: str) -> Config:
         return load_config(cfg_path, [*base, *extra, *head_options, *more])
 
     t0 = time.perf_counter()
@@ -155,8 +157,7 @@ def run_row(name: str, seed_dir: Path, base: list[str], extra: list[str]) -> dic
     metrics = json.loads((head_ckpt.parent / "metrics.json").read_text())["validation"]
     c = cfg()
     size = tuple(
-        json.loads((Path(c["data"]["cache"]) / "index.json").read_text())[k]
-        for k in ("height", "width")
+        json.loads((Path(c.data.cache) / "index.json").read_text())[k] for k in ("height", "width")
     )
     res = {
         "row": name,

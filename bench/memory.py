@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 from lofi.trainer.config import load_config
 from lofi.trainer.planner import CHECKPOINTING, GIB, fidelities, measure_step
+from lofi.trainer.schema import Config
 
 CONFIGS = Path(str(files("lofi.configs")))
 PAPER = ["data.window=100", "lofi.batch_size=16", "data.k=8"]
 BUDGETS = {"24GB": 24e9, "80GB": 80e9}
 
 
-def rows(cfg: dict, size: tuple[int, int], real: bool) -> list[dict]:
+def rows(cfg: Config, size: tuple[int, int], real: bool) -> list[dict]:
     out = []
     for fid in fidelities(cfg):
         for ckpt in CHECKPOINTING:
@@ -45,7 +46,7 @@ def rows(cfg: dict, size: tuple[int, int], real: bool) -> list[dict]:
     return out
 
 
-def gpu_rows(cfg: dict, size: tuple[int, int]) -> list[dict]:
+def gpu_rows(cfg: Config, size: tuple[int, int]) -> list[dict]:
     """Peak CUDA memory of real steps; the planner's activations + weights for comparison."""
     from lofi.trainer.checkpoint import build_encoder, build_head
 
@@ -62,11 +63,11 @@ def gpu_rows(cfg: dict, size: tuple[int, int]) -> list[dict]:
                 before = torch.cuda.memory_allocated()
                 dtype = {"fp32": None, "bf16": torch.bfloat16}[prec]
                 h, w = fid.size(*size)
-                n = max(1, cfg["data"]["window"] // fid.r_t)
+                n = max(1, cfg.data.window // fid.r_t)
                 x = torch.randn(
-                    cfg["lofi"]["batch_size"],
+                    cfg.lofi.batch_size,
                     n,
-                    cfg["data"]["k"],
+                    cfg.data.k,
                     3,
                     h,
                     w,

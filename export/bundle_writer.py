@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from lofi.export.onnx_export import export_encoder, export_gtad_head, export_head
@@ -30,8 +31,9 @@ from lofi.runtime.bundle import (
 from lofi.runtime.errors import LofiError
 from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.snippets import SnippetGrid
-from lofi.trainer.checkpoint import load_checkpoint, models_from_checkpoint
+from lofi.trainer.checkpoint import checkpoint_config, load_checkpoint, models_from_checkpoint
 from lofi.trainer.gtad import GTADHead
+from lofi.trainer.schema import Config
 
 
 def export_bundle(
@@ -54,7 +56,8 @@ def export_bundle(
         engines_with = require_tensorrt()
     ckpt = load_checkpoint(checkpoint)
     encoder, head = models_from_checkpoint(ckpt, checkpoint)
-    mode = ckpt["config"]["data"]["mode"]
+    cfg = checkpoint_config(ckpt, checkpoint)
+    mode = cfg.data.mode
     if isinstance(head, GTADHead):
         if mode != "resize":
             raise LofiError("a G-TAD head needs a model trained with data.mode=resize")
@@ -68,7 +71,7 @@ def export_bundle(
     out.mkdir(parents=True)
     try:
         parity = _write(
-            ckpt, encoder, head, out, h, w, fp16, profiles or Profiles(), build, engines_with
+            ckpt, cfg, encoder, head, out, h, w, fp16, profiles or Profiles(), build, engines_with
         )
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
@@ -93,6 +96,7 @@ def _engine_summary(parity: dict) -> str:
 
 def _write(
     ckpt: dict,
+    cfg: Config,
     encoder,
     head,
     out: Path,
@@ -103,11 +107,10 @@ def _write(
     build: BuildOptions | None,
     engines_with: tuple | None,
 ) -> dict:
-    cfg = ckpt["config"]
-    d = cfg["data"]
+    d = cfg.data
     precision = "fp16" if fp16 else "fp32"
     dim = encoder.out_dim
-    export_encoder(encoder, d["mean"], d["std"], d["k"], h, w, out / ENCODER_FILE, fp16)
+    export_encoder(encoder, d.mean, d.std, d.k, h, w, out / ENCODER_FILE, fp16)
     if isinstance(head, GTADHead):
         names = export_gtad_head(head, dim, out / HEAD_FILE, fp16)
         if names != GTAD_OUTPUTS:
@@ -119,7 +122,7 @@ def _write(
         head_fields = _pyramid_fields(cfg, head)
         span = head_fields["window"] + 2 * head_fields["context"]
         head_shapes = pyramid_head_shapes(profiles, dim, max(head.strides), span)
-    parity = check_parity(out, encoder, head, d["mean"], d["std"], d["k"], h, w, precision)
+    parity = check_parity(out, encoder, head, d.mean, d.std, d.k, h, w, precision)
     engines = []
     files = [ENCODER_FILE, HEAD_FILE, PARITY_FILE]
     if engines_with is not None and parity["ok"]:
@@ -129,7 +132,7 @@ def _write(
         trt, cc = engines_with
         opts = build or BuildOptions()
         parts = [
-            ("encoder", ENCODER_FILE, "frames", encoder_shapes(profiles, d["k"], h, w)),
+            ("encoder", ENCODER_FILE, "frames", encoder_shapes(profiles, d.k, h, w)),
             ("head", HEAD_FILE, "features", head_shapes),
         ]
         parity["engines"] = {}
@@ -142,16 +145,16 @@ def _write(
             files.append(plan.name)
         parity["ok"] = all(e["ok"] for e in parity["engines"].values())
     (out / PARITY_FILE).write_text(json.dumps(parity, indent=1))
-    hop = float("nan") if isinstance(head, GTADHead) else float(d["hop"])
+    hop = float("nan") if isinstance(head, GTADHead) else float(d.hop)
     manifest = Manifest(
         labels=list(ckpt["labels"]),
-        grid=SnippetGrid(float(ckpt["fps"]), int(d["k"]), int(d["frame_stride"]), hop),
+        grid=SnippetGrid(float(ckpt["fps"]), d.k, d.frame_stride, hop),
         height=h,
         width=w,
-        mean=list(d["mean"]),
-        std=list(d["std"]),
+        mean=list(d.mean),
+        std=list(d.std),
         feature_dim=encoder.out_dim,
-        post=PostConfig.from_dict(cfg["postprocess"]),
+        post=PostConfig.from_dict(asdict(cfg.postprocess)),
         precision=precision,
         files={f: "" for f in files},
         engines=engines,
@@ -161,8 +164,8 @@ def _write(
     return parity
 
 
-def _pyramid_fields(cfg: dict, head) -> dict:
-    window = int(cfg["model"]["head_window"])
+def _pyramid_fields(cfg: Config, head) -> dict:
+    window = cfg.model.head_window
     top = max(head.strides)
     if window % top:
         raise LofiError(f"model.head_window must be a multiple of the largest stride {top}")
@@ -171,7 +174,7 @@ def _pyramid_fields(cfg: dict, head) -> dict:
         "strides": list(head.strides),
         "window": window,
         "context": head.context(),
-        "max_reach": float(cfg["model"]["max_reach"]),
+        "max_reach": float(cfg.model.max_reach),
     }
 
 

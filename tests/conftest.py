@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from lofi.trainer.schema import Config
 from lofi.trainer.synth import SynthConfig, generate
 
 TINY = SynthConfig(
@@ -41,8 +43,9 @@ def tiny_caches(tiny_synth: Path) -> Path:
     return d
 
 
-def with_data(cfg: dict, d: Path) -> dict:
-    cfg["data"].update(
+def with_data(cfg: Config, d: Path) -> Config:
+    cfg.data = replace(
+        cfg.data,
         annotations=str(d / "annotations.json"),
         cache=str(d / "cache"),
         clips=str(d / "clips.json"),
@@ -51,7 +54,7 @@ def with_data(cfg: dict, d: Path) -> dict:
     return cfg
 
 
-def tiny_config(**model) -> dict:
+def tiny_config(**model) -> Config:
     from lofi.trainer.config import load_config
 
     cfg = load_config(
@@ -64,7 +67,7 @@ def tiny_config(**model) -> dict:
             "model.max_reach=16",
         ],
     )
-    cfg["model"].update(model)
+    cfg.model = replace(cfg.model, **model)
     return cfg
 
 
@@ -75,7 +78,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     cfg = tiny_config()
-    cfg["postprocess"]["score_threshold"] = 0.3
+    cfg.postprocess.score_threshold = 0.3
     enc = build_encoder(cfg)
     head = build_head(cfg, enc.out_dim, 4)
     with torch.no_grad():  # a random head fires everywhere; spread its logits so NMS has work,
@@ -86,7 +89,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
         path,
         {
             "stage": "head",
-            "config": cfg,
+            "config": cfg.to_dict(),
             "labels": ["a", "b", "c", "d"],
             "fps": 8.0,
             "input_size": [32, 32],

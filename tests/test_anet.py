@@ -22,15 +22,10 @@ GTAD_SMALL = ["dim=16", "groups=4", "width_group=4", "k=2", "samples=4", "map_di
 
 def test_the_anet_config_is_the_papers_setting():
     cfg = load_config(CONFIG)
-    assert cfg["model"]["backbone"] == "resnet18" and cfg["model"]["head"] == "gtad"
-    lofi = cfg["lofi"]
-    assert (lofi["batch_size"], lofi["optimizer"], lofi["lr"], lofi["lr_halve_every"]) == (
-        16,
-        "sgd",
-        0.1,
-        5,
-    )
-    assert (lofi["momentum"], lofi["weight_decay"], lofi["schedule"]) == (0.0, 1e-4, "long_cycle")
+    assert cfg.model.backbone == "resnet18" and cfg.model.head == "gtad"
+    lofi = cfg.lofi
+    assert (lofi.batch_size, lofi.optimizer, lofi.lr, lofi.lr_halve_every) == (16, "sgd", 0.1, 5)
+    assert (lofi.momentum, lofi.weight_decay, lofi.schedule) == (0.0, 1e-4, "long_cycle")
     spec = snippet_spec(cfg)
     assert (spec.mode, spec.window) == ("resize", 100)
     # L = 100 snippets over the whole of any video; T-LoFi (r_t 4) 25, ST-LoFi (r_t 2) 50

@@ -5,7 +5,6 @@ override either loads into a config the schema accepts or raises LofiError."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lofi.runtime.errors import LofiError
-from lofi.trainer.config import DEFAULTS
-from lofi.trainer.schema import Config, load_checked_config, validate
+from lofi.trainer.checkpoint import checkpoint_config
+from lofi.trainer.config import load_config
+from lofi.trainer.schema import Config, validate
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 FUZZ = settings(
@@ -25,15 +25,29 @@ FUZZ = settings(
 )
 
 
-def test_schema_defaults_are_the_trainers_defaults():
-    # one list of keys and defaults: a key added to DEFAULTS without the schema (or back) fails
-    assert asdict(Config()) == DEFAULTS
+def test_stored_configs_read_back_through_the_schema():
+    # what run folders and checkpoints store reads back to the same typed config; an older
+    # checkpoint's config without a newer key takes the schema's default; a damaged one is a line
+    cfg = load_config(None, ["lofi.epochs=3", "head.crop=null", "model.head_norm=true"])
+    assert validate(cfg.to_dict()) == cfg
+    old = cfg.to_dict()
+    del old["model"]["head_norm"], old["head"]["ema"], old["train"]
+    back = checkpoint_config({"config": old}, "old.pt")
+    assert back.model.head_norm is False and back.head.ema == 0.999 and back.lofi.epochs == 3
+    assert back.train == Config().train and back.head.crop is None
+    for bad, expected in [
+        (None, "'the config' must be a mapping"),
+        ({"model": {"width": "8"}}, "model.width = '8': expected an integer"),
+        ({"lofi": {"epochz": 1}}, "unknown config key 'lofi.epochz'"),
+    ]:
+        with pytest.raises(LofiError, match="^checkpoint old.pt: ") as err:
+            checkpoint_config({"config": bad}, "old.pt")
+        assert expected in str(err.value)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_pass(path):
-    cfg = load_checked_config(path)
-    assert validate(cfg).model.head in ("pyramid", "gtad")
+    assert load_config(path).model.head in ("pyramid", "gtad")
 
 
 def write(tmp_path: Path, raw: bytes) -> Path:
@@ -73,23 +87,21 @@ def write(tmp_path: Path, raw: bytes) -> Path:
 def test_bad_configs_are_one_line(tmp_path, raw, overrides, expected):
     path = write(tmp_path, raw) if raw else None
     with pytest.raises(LofiError) as err:
-        load_checked_config(path, overrides)
+        load_config(path, overrides)
     assert expected in str(err.value) and "\n" not in str(err.value)
     if raw:
         assert str(path) in str(err.value)
 
 
 def test_overrides_are_typed():
-    cfg = load_checked_config(
-        None, ["lofi.epochs=3", "data.cache=2024", "head.crop=null", "lofi.lr=1e-3"]
-    )
-    assert cfg["lofi"]["epochs"] == 3 and cfg["data"]["cache"] == "2024"
-    assert cfg["head"]["crop"] is None and cfg["lofi"]["lr"] == 1e-3
-    typed = validate(cfg)
-    assert typed.lofi.epochs == 3 and typed.data.cache == "2024" and typed.head.crop is None
+    cfg = load_config(None, ["lofi.epochs=3", "data.cache=2024", "head.crop=null", "lofi.lr=1e-3"])
+    assert cfg.lofi.epochs == 3 and cfg.data.cache == "2024"
+    assert cfg.head.crop is None and cfg.lofi.lr == 1e-3 and isinstance(cfg.lofi.lr, float)
 
 
-SECTIONS = {name: sorted(value) for name, value in DEFAULTS.items() if isinstance(value, dict)}
+SECTIONS = {
+    name: sorted(value) for name, value in Config().to_dict().items() if isinstance(value, dict)
+}
 ODD = st.one_of(
     st.none(),
     st.booleans(),
@@ -104,8 +116,8 @@ KEYS = st.sampled_from(
 )
 
 
-def _assert_sane(cfg: dict) -> None:
-    typed = validate(cfg)
+def _assert_sane(typed: Config) -> None:
+    assert validate(typed.to_dict()) == typed
     assert all(math.isfinite(x) for x in (typed.lofi.lr, typed.head.lr, typed.pretrain.lr))
     assert typed.lofi.epochs >= 0 and typed.data.window >= 1
 
@@ -117,7 +129,7 @@ def _assert_sane(cfg: dict) -> None:
 def test_any_override_loads_or_refuses_in_one_line(items):
     overrides = [f"{k}={v.strip()}" for k, v in items]
     try:
-        cfg = load_checked_config(None, overrides)
+        cfg = load_config(None, overrides)
     except LofiError as exc:
         assert "\n" not in str(exc)
         return
@@ -151,7 +163,7 @@ def test_any_config_file_loads_or_refuses_in_one_line(tmp_path):
     def check(raw: bytes) -> None:
         path.write_bytes(raw)
         try:
-            cfg = load_checked_config(path)
+            cfg = load_config(path)
         except LofiError as exc:
             assert "\n" not in str(exc)
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 
 import torch
 import yaml
@@ -20,14 +21,14 @@ def _free_port() -> int:
 
 def test_two_processes_match_one_with_the_whole_batch(tiny_caches, tmp_path):
     cfg = with_data(tiny_config(levels=2, head_dropout=0.0), tiny_caches)
-    cfg["data"]["window"] = 8
-    cfg["model"].update(max_reach=8, head_window=8)
+    cfg.data.window = 8
+    cfg.model = replace(cfg.model, max_reach=8, head_window=8)
     # batch_size is the global batch: 4 windows per step, 2 per process under torchrun
-    cfg["lofi"].update(epochs=2, batch_size=4, schedule="short_cycle", short_every=1)
+    cfg.lofi = replace(cfg.lofi, epochs=2, batch_size=4, schedule="short_cycle", short_every=1)
     # SGD: unlike Adam its step scales with the gradient, so a mis-scaled all-reduce shows
-    cfg["lofi"].update(optimizer="sgd", lr=0.05, head_lr=0.05, momentum=0.9)
+    cfg.lofi = replace(cfg.lofi, optimizer="sgd", lr=0.05, head_lr=0.05, momentum=0.9)
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     common = ["-m", "lofi.trainer.cli", "lofi", "--config", str(path), "--device", "cpu"]
     one = subprocess.run(
         [sys.executable, *common, "--run-dir", str(tmp_path / "one")],

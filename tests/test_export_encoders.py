@@ -16,7 +16,7 @@ from tests.conftest import tiny_config
 def _checkpoint(tmp_path, backbone: str):
     torch.manual_seed(0)
     cfg = tiny_config(backbone=backbone)
-    cfg["data"]["k"] = 2
+    cfg.data.k = 2
     enc = build_encoder(cfg)
     with torch.no_grad():  # non-trivial BN statistics, so features are not ~0 everywhere
         for m in enc.modules():
@@ -25,7 +25,7 @@ def _checkpoint(tmp_path, backbone: str):
                 m.running_mean.uniform_(-0.1, 0.1)
     head = build_head(cfg, enc.out_dim, 3)
     path = tmp_path / "checkpoint.pt"
-    payload = {"stage": "head", "config": cfg, "labels": ["a", "b", "c"], "fps": 8.0}
+    payload = {"stage": "head", "config": cfg.to_dict(), "labels": ["a", "b", "c"], "fps": 8.0}
     payload.update(input_size=[32, 32], encoder=enc.state_dict(), head=head.state_dict())
     save_checkpoint(path, payload)
     return path

@@ -128,7 +128,7 @@ def test_exported_bundles_pass_and_the_old_permute_first_encoder_fails(tmp_path,
 
     # the graph exports used to write: transpose the uint8 frames, then cast
     cfg = tiny_config()
-    cfg["data"]["k"] = 2
+    cfg.data.k = 2
     old = ExportableEncoder(build_encoder(cfg), [0.5] * 3, [0.25] * 3).eval()
     path = tmp_path / "old.onnx"
     frames = torch.randint(0, 256, (2, 2, 32, 32, 3), dtype=torch.uint8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from lofi.runtime.streaming import (
     localize_offline,
     make_localizer,
 )
+from lofi.trainer.schema import Config
 
 from tests.conftest import tiny_config
 from tests.test_cli_errors import EVAL, STREAM, assert_one_line_error, run
@@ -34,15 +36,15 @@ LABELS = ["a", "b", "c", "d"]
 VAL = ["synth_val_0000", "synth_val_0001"]
 
 
-def gtad_cfg(**data) -> dict:
+def gtad_cfg(**data) -> Config:
     cfg = tiny_config(head="gtad")
-    cfg["model"]["gtad"].update(SMALL, hidden_2d=8)
-    cfg["data"].update(mode="resize", window=16, **data)
-    cfg["postprocess"]["score_threshold"] = 0.0
+    cfg.model.gtad = replace(cfg.model.gtad, **SMALL, hidden_2d=8)
+    cfg.data = replace(cfg.data, mode="resize", window=16, **data)
+    cfg.postprocess.score_threshold = 0.0
     return cfg
 
 
-def save_random(path: Path, cfg: dict, labels: list[str] = LABELS) -> Path:
+def save_random(path: Path, cfg: Config, labels: list[str] = LABELS) -> Path:
     """A random-weight head-stage checkpoint of `cfg` (as conftest's random_checkpoint)."""
     from lofi.trainer.checkpoint import build_encoder, build_head, save_checkpoint
 
@@ -53,7 +55,7 @@ def save_random(path: Path, cfg: dict, labels: list[str] = LABELS) -> Path:
         path,
         {
             "stage": "head",
-            "config": cfg,
+            "config": cfg.to_dict(),
             "labels": labels,
             "fps": 8.0,
             "input_size": [32, 32],
@@ -135,7 +137,7 @@ def test_parity_and_manifest(gtad_bundle):
 def test_parity_checks_every_head_output(gtad_bundle, gtad_checkpoint, part, output):
     """A PyTorch head that differs from head.onnx in one branch fails parity on that output."""
     from lofi.export.parity import check_parity
-    from lofi.trainer.checkpoint import load_checkpoint, models_from_checkpoint
+    from lofi.trainer.checkpoint import checkpoint_config, load_checkpoint, models_from_checkpoint
 
     ckpt = load_checkpoint(gtad_checkpoint)
     encoder, head = models_from_checkpoint(ckpt, gtad_checkpoint)
@@ -143,8 +145,8 @@ def test_parity_checks_every_head_output(gtad_bundle, gtad_checkpoint, part, out
     last = last[-1] if isinstance(last, torch.nn.Sequential) else last
     with torch.no_grad():
         last.bias[0] += 1.0  # one channel: a softmax ignores a shift of all
-    d = ckpt["config"]["data"]
-    parity = check_parity(gtad_bundle, encoder, head, d["mean"], d["std"], d["k"], 32, 32, "fp32")
+    d = checkpoint_config(ckpt, gtad_checkpoint).data
+    parity = check_parity(gtad_bundle, encoder, head, d.mean, d.std, d.k, 32, 32, "fp32")
     errors = parity["head_outputs_max_abs_err"]
     assert not parity["ok"] and errors[output] > 1e-3
     assert all(e <= 1e-4 for name, e in errors.items() if name != output)
@@ -154,11 +156,11 @@ def test_protocols_the_export_accepts(tmp_path, gtad_checkpoint):
     from lofi.export.bundle_writer import export_bundle
 
     pyramid = tiny_config()
-    pyramid["data"]["mode"] = "resize"
+    pyramid.data.mode = "resize"
     with pytest.raises(LofiError, match="data.mode=window"):
         export_bundle(save_random(tmp_path / "p.pt", pyramid), tmp_path / "b1")
     windowed = gtad_cfg()
-    windowed["data"]["mode"] = "window"
+    windowed.data.mode = "window"
     with pytest.raises(LofiError, match="data.mode=resize"):
         export_bundle(save_random(tmp_path / "g.pt", windowed), tmp_path / "b2")
     assert not list(tmp_path.glob("b*"))
@@ -169,13 +171,13 @@ def pytorch_detections(checkpoint: Path, caches: Path) -> dict[str, tuple[list, 
     features through the LoFi sampling op, GTADKind.detect. Per video: the segments and the
     (T, k, H, W, 3) frames of the snippets the trainer encodes."""
     from lofi.runtime.annotations import load_ground_truth
-    from lofi.trainer.checkpoint import load_checkpoint, models_from_checkpoint
+    from lofi.trainer.checkpoint import checkpoint_config, load_checkpoint, models_from_checkpoint
     from lofi.trainer.data import FrameCache, snippet_spec
     from lofi.trainer.features import extract_features
     from lofi.trainer.head_kinds import GTADKind
 
     ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"]
+    cfg = checkpoint_config(ckpt, checkpoint)
     encoder, head = models_from_checkpoint(ckpt, checkpoint)
     cache = FrameCache(caches / "cache")
     gt = load_ground_truth(caches / "annotations.json").subset("validation")

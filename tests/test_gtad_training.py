@@ -4,6 +4,7 @@ the runtime's decoding, NMS and mAP."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from lofi.runtime.errors import LofiError
@@ -16,20 +17,20 @@ SMALL = {"dim": 16, "groups": 4, "width_group": 4, "k": 2, "samples": 4, "map_di
 
 def gtad_config(data):
     cfg = with_data(tiny_config(head="gtad"), data)
-    cfg["model"]["gtad"].update(SMALL, hidden_2d=8)
-    cfg["data"].update(mode="resize", window=16)
-    cfg["postprocess"]["score_threshold"] = 0.0
+    cfg.model.gtad = replace(cfg.model.gtad, **SMALL, hidden_2d=8)
+    cfg.data = replace(cfg.data, mode="resize", window=16)
+    cfg.postprocess.score_threshold = 0.0
     return cfg
 
 
 def test_gtad_trains_end_to_end_and_as_a_head(tiny_caches, tmp_path):
     cfg = gtad_config(tiny_caches)
-    cfg["lofi"].update(epochs=3, batch_size=2, schedule="long_cycle")
+    cfg.lofi = replace(cfg.lofi, epochs=3, batch_size=2, schedule="long_cycle")
     lofi = RUNNERS["lofi"](cfg, tmp_path / "lofi")
     epochs = json.loads((tmp_path / "lofi" / "metrics.json").read_text())["epochs"]
     assert [e["fidelity"] for e in epochs] == ["S", "T", "ST"]  # T feeds 4 snippets, resized
     assert {"loss_tem", "loss_pem_reg", "loss_pem_cls", "loss_cls"} <= set(epochs[0])
-    cfg["head"].update(init=str(lofi), epochs=8, lr=3e-3)
+    cfg.head = replace(cfg.head, init=str(lofi), epochs=8, lr=3e-3)
     RUNNERS["head"](cfg, tmp_path / "head")
     m = json.loads((tmp_path / "head" / "metrics.json").read_text())
     losses = [e["loss"] for e in m["epochs"]]
@@ -40,6 +41,6 @@ def test_gtad_trains_end_to_end_and_as_a_head(tiny_caches, tmp_path):
 
 def test_gtad_needs_the_resize_protocol(tiny_caches, tmp_path):
     cfg = gtad_config(tiny_caches)
-    cfg["data"]["mode"] = "window"
+    cfg.data.mode = "window"
     with pytest.raises(LofiError, match="data.mode=resize"):
         RUNNERS["lofi"](cfg, tmp_path / "x")

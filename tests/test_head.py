@@ -1,6 +1,8 @@
 """The pyramid head: finite receptive field (windows with context() margin are exact), training
 masks equal per-sample passes, EMA and the whole-video crop sampling of the head stage."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -141,8 +143,10 @@ def test_head_stage_resumes_exactly_with_the_ema(tiny_caches, random_checkpoint,
     from tests.conftest import tiny_config, with_data
 
     cfg = with_data(tiny_config(), tiny_caches)
-    cfg["head"].update(init=str(random_checkpoint), epochs=3, batch_size=1, validate_every=3)
-    cfg["train"]["checkpoint_every"] = 1
+    cfg.head = replace(
+        cfg.head, init=str(random_checkpoint), epochs=3, batch_size=1, validate_every=3
+    )
+    cfg.train.checkpoint_every = 1
     RUNNERS["head"](cfg, tmp_path / "straight")
 
     original = HeadStage.after_step

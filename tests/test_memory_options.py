@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from lofi.trainer.encoder import SnippetEncoder, parse_checkpointing
 from lofi.trainer.fidelity import SQRT2, Fidelity, FidelitySchedule
 from lofi.trainer.lofi_stage import LofiStage
 from lofi.trainer.memory_meter import SavedBytes
+from lofi.trainer.schema import Config
 from lofi.trainer.stages import RUNNERS
 
 from tests.conftest import tiny_config
@@ -51,11 +53,11 @@ def no_plots(monkeypatch):
     monkeypatch.setattr("lofi.trainer.run.plot_curves", lambda *a, **k: None)
 
 
-def lofi_cfg(tiny_synth: Path, cache: Path, **lofi) -> dict:
+def lofi_cfg(tiny_synth: Path, cache: Path, **lofi) -> Config:
     cfg = tiny_config(head_dropout=0.0)
-    cfg["data"].update(annotations=str(tiny_synth / "annotations.json"), cache=str(cache))
-    cfg["lofi"].update(epochs=1, batch_size=4, freeze_bn=True, schedule="full")
-    cfg["lofi"].update(lofi)
+    cfg.data = replace(cfg.data, annotations=str(tiny_synth / "annotations.json"), cache=str(cache))
+    cfg.lofi = replace(cfg.lofi, epochs=1, batch_size=4, freeze_bn=True, schedule="full")
+    cfg.lofi = replace(cfg.lofi, **lofi)
     return cfg
 
 
@@ -119,11 +121,11 @@ def test_activation_checkpointing_is_exact_and_saves_memory(backbone, k, snippet
 
 def test_lofi_stage_applies_the_train_memory_options(tiny_synth, cache):
     cfg = lofi_cfg(tiny_synth, cache)
-    cfg["train"].update(checkpointing="chunks:3", channels_last=True)
+    cfg.train = replace(cfg.train, checkpointing="chunks:3", channels_last=True)
     enc = LofiStage(cfg, torch.device("cpu"), Dist()).model.encoder
     assert enc.checkpointing == ("chunks", 3) and enc.channels_last
     assert enc.backbone.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
-    cfg["train"]["checkpointing"] = "chunks"
+    cfg.train.checkpointing = "chunks"
     with pytest.raises(LofiError, match="not 'chunks'"):
         LofiStage(cfg, torch.device("cpu"), Dist())
 
@@ -187,10 +189,10 @@ def test_gradient_accumulation_trains_the_same_weights(tiny_synth, cache, tmp_pa
         ({"accumulate": 2, "checkpointing": "chunks:2", "channels_last": True}, [2, 2]),
     ]
     for i, (train, sizes) in enumerate(variants):
-        cfg["train"].update(train)
+        cfg.train = replace(cfg.train, **train)
         micro.clear()
         got = _weights(load_checkpoint(RUNNERS["lofi"](cfg, tmp_path / f"v{i}")))
-        cfg["train"].update(accumulate=1, checkpointing="none", channels_last=False)
+        cfg.train = replace(cfg.train, accumulate=1, checkpointing="none", channels_last=False)
         assert micro == sizes, train
         for k, d in delta0.items():
             assert close(got[k] - w0[k], d, rel=1e-4), (train, k, (got[k] - w0[k] - d).abs().max())
@@ -217,7 +219,7 @@ def test_low_precision_runs_under_autocast(
 
     monkeypatch.setattr(kinds, "detection_loss", spy)
     cfg = lofi_cfg(tiny_synth, cache)
-    cfg["train"]["precision"] = precision
+    cfg.train.precision = precision
     ckpt = load_checkpoint(RUNNERS["lofi"](cfg, tmp_path / precision))
     (epoch,) = metrics(tmp_path / precision)
     assert all(math.isfinite(epoch[k]) for k in ("loss", "loss_cls", "loss_reg")), epoch
@@ -239,7 +241,7 @@ def test_bf16_halves_the_planned_activations():
 
 def test_unknown_precision_is_refused(tiny_synth, cache, tmp_path):
     cfg = lofi_cfg(tiny_synth, cache)
-    cfg["train"]["precision"] = "fp8"
+    cfg.train.precision = "fp8"
     with pytest.raises(LofiError, match="train.precision must be fp32, bf16 or fp16, not 'fp8'"):
         RUNNERS["lofi"](cfg, tmp_path / "run")
 

@@ -11,7 +11,7 @@ from tests.conftest import tiny_config
 
 def _cfg():
     cfg = tiny_config()
-    cfg["lofi"]["batch_size"] = 2
+    cfg.lofi.batch_size = 2
     return cfg
 
 

@@ -40,7 +40,7 @@ def test_resnet18_bundle_matches_pytorch(tmp_path):
     torch.manual_seed(0)
     weights = _save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     cfg = tiny_config(backbone="resnet18", weights=weights)
-    cfg["data"]["k"] = 2
+    cfg.data.k = 2
     enc = build_encoder(cfg)
     head = build_head(cfg, enc.out_dim, 3)
     ckpt = tmp_path / "checkpoint.pt"
@@ -48,7 +48,7 @@ def test_resnet18_bundle_matches_pytorch(tmp_path):
         ckpt,
         {
             "stage": "head",
-            "config": cfg,
+            "config": cfg.to_dict(),
             "labels": ["a", "b", "c"],
             "fps": 8.0,
             "input_size": [32, 32],
@@ -69,7 +69,7 @@ def test_mobilenet_v2_tsm_bundle_matches_pytorch(tmp_path):
 
     torch.manual_seed(0)
     cfg = tiny_config(backbone="mobilenet_v2")
-    cfg["data"]["k"] = 2
+    cfg.data.k = 2
     enc = build_encoder(cfg)
     with torch.no_grad():  # non-trivial BN statistics, so the output is not ~0 everywhere
         for m in enc.modules():
@@ -78,7 +78,7 @@ def test_mobilenet_v2_tsm_bundle_matches_pytorch(tmp_path):
                 m.running_mean.uniform_(-0.1, 0.1)
     head = build_head(cfg, enc.out_dim, 3)
     ckpt = tmp_path / "checkpoint.pt"
-    payload = {"stage": "head", "config": cfg, "labels": ["a", "b", "c"], "fps": 8.0}
+    payload = {"stage": "head", "config": cfg.to_dict(), "labels": ["a", "b", "c"], "fps": 8.0}
     payload.update(input_size=[32, 32], encoder=enc.state_dict(), head=head.state_dict())
     save_checkpoint(ckpt, payload)
     bundle, parity = export_bundle(ckpt, tmp_path / "bundle")

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -17,13 +18,13 @@ from tests.conftest import tiny_config, with_data
 
 def _config(tmp_path: Path, data: Path) -> Path:
     cfg = with_data(tiny_config(levels=2), data)
-    cfg["data"]["window"] = 8  # many windows per video: several steps per epoch
-    cfg["model"].update(max_reach=8, head_window=8)
-    cfg["lofi"].update(epochs=6, batch_size=2, schedule="short_cycle", short_every=1)
-    cfg["lofi"]["validate_every"] = 2
-    cfg["train"]["checkpoint_every"] = 1
+    cfg.data.window = 8  # many windows per video: several steps per epoch
+    cfg.model = replace(cfg.model, max_reach=8, head_window=8)
+    cfg.lofi = replace(cfg.lofi, epochs=6, batch_size=2, schedule="short_cycle", short_every=1)
+    cfg.lofi.validate_every = 2
+    cfg.train.checkpoint_every = 1
     path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
     return path
 
 

@@ -59,9 +59,10 @@ def test_resume_init_and_weights_refuse(evil, tmp_path):
     from lofi.trainer.checkpoint import init_encoder, load_checkpoint
     from lofi.trainer.encoder import SnippetEncoder
     from lofi.trainer.run import Run
+    from lofi.trainer.schema import Config
 
     path, marker = evil
-    run = Run(tmp_path / "run", {}, "lofi")
+    run = Run(tmp_path / "run", Config(), "lofi")
     run.ckpt_path.write_bytes(path.read_bytes())
     with pytest.raises(LofiError, match="refusing checkpoint"):
         run.resume()

@@ -1,5 +1,6 @@
 """The trainer end to end at toy size: every stage, every fidelity, resume, export."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_t_lofi_windows_cover_the_same_span(caches):
     assert full[0].length == 4 * lofi[0].length
     assert lofi[0].grid.hop == 4 * full[0].grid.hop
     frames, index = gather_batch(cache, lofi[:2])
-    assert frames.dtype == torch.uint8 and index.shape == (2, lofi[0].length, cfg["data"]["k"])
+    assert frames.dtype == torch.uint8 and index.shape == (2, lofi[0].length, cfg.data.k)
 
 
 def test_t_lofi_resize_uses_fewer_snippets_over_the_whole_video(caches):
@@ -48,7 +49,7 @@ def test_t_lofi_resize_uses_fewer_snippets_over_the_whole_video(caches):
     from lofi.trainer.data import snippet_spec as _spec
 
     cfg = tiny_config()
-    cfg["data"].update(mode="resize", window=32)
+    cfg.data = replace(cfg.data, mode="resize", window=32)
     gt = load_ground_truth(caches / "annotations.json").subset("training")
     cache = FrameCache(caches / "cache")
     full = video_windows(gt, cache, _spec(cfg), 1, gt.labels)
@@ -58,7 +59,7 @@ def test_t_lofi_resize_uses_fewer_snippets_over_the_whole_video(caches):
         assert (f.length, t.length) == (32, 8)
         for w in (f, t):  # first snippet starts at frame 0, last one ends at the last frame
             idx = w.frame_index()
-            assert idx[0, 0] == 0 and idx[-1, -1] >= w.n_frames - cfg["data"]["frame_stride"]
+            assert idx[0, 0] == 0 and idx[-1, -1] >= w.n_frames - cfg.data.frame_stride
 
 
 def test_all_stages_resume_and_export(caches, tmp_path):
@@ -66,24 +67,27 @@ def test_all_stages_resume_and_export(caches, tmp_path):
 
     d = caches
     cfg = tiny_config()
-    cfg["data"].update(
+    cfg.data = replace(
+        cfg.data,
         annotations=str(d / "annotations.json"),
         cache=str(d / "cache"),
         clips=str(d / "clips.json"),
         clip_cache=str(d / "clip_cache"),
     )
-    cfg["pretrain"].update(epochs=1, batch_size=4)
+    cfg.pretrain = replace(cfg.pretrain, epochs=1, batch_size=4)
     pre = RUNNERS["pretrain"](cfg, tmp_path / "pre")
-    cfg["lofi"].update(init=str(pre), epochs=1, batch_size=2, schedule="short_cycle", short_every=1)
+    cfg.lofi = replace(
+        cfg.lofi, init=str(pre), epochs=1, batch_size=2, schedule="short_cycle", short_every=1
+    )
     lofi = RUNNERS["lofi"](cfg, tmp_path / "lofi")
-    cfg["lofi"]["epochs"] = 2
+    cfg.lofi.epochs = 2
     RUNNERS["lofi"](cfg, tmp_path / "lofi", resume=True)
     import json
 
     metrics = json.loads((tmp_path / "lofi" / "metrics.json").read_text())
     assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
     assert set(metrics["epochs"][0]["fidelity"].split("+")) <= {"S", "T", "ST"}
-    cfg["head"].update(init=str(lofi), epochs=2)
+    cfg.head = replace(cfg.head, init=str(lofi), epochs=2)
     head = RUNNERS["head"](cfg, tmp_path / "head")
     report = json.loads((tmp_path / "head" / "metrics.json").read_text())["validation"]
     assert len(report["mAP"]) == 10
@@ -99,16 +103,20 @@ def test_resize_mode_trains_and_is_refused_by_the_streaming_export(caches, tmp_p
 
     d = caches
     cfg = tiny_config()
-    cfg["data"].update(
-        annotations=str(d / "annotations.json"), cache=str(d / "cache"), mode="resize", window=32
+    cfg.data = replace(
+        cfg.data,
+        annotations=str(d / "annotations.json"),
+        cache=str(d / "cache"),
+        mode="resize",
+        window=32,
     )
-    cfg["lofi"].update(epochs=3, batch_size=2, schedule="long_cycle")
+    cfg.lofi = replace(cfg.lofi, epochs=3, batch_size=2, schedule="long_cycle")
     lofi = RUNNERS["lofi"](cfg, tmp_path / "lofi")
     import json
 
     metrics = json.loads((tmp_path / "lofi" / "metrics.json").read_text())
     assert [e["fidelity"] for e in metrics["epochs"]] == ["S", "T", "ST"]
-    cfg["head"].update(init=str(lofi), epochs=2)
+    cfg.head = replace(cfg.head, init=str(lofi), epochs=2)
     head = RUNNERS["head"](cfg, tmp_path / "head")
     assert len(json.loads((tmp_path / "head" / "metrics.json").read_text())["validation"]["mAP"])
     with pytest.raises(LofiError, match="data.mode=window"):
@@ -131,9 +139,9 @@ def test_acp_plus_finetunes_on_the_untrimmed_segments(caches, tmp_path):
         assert c.video == s.video and gt.labels[c.label] == s.label
         assert abs(c.first - s.start * cache.fps) <= 0.5 and abs(c.last - s.end * cache.fps) <= 0.5
     cfg = with_data(tiny_config(), caches)
-    cfg["pretrain"].update(epochs=1, batch_size=4)
+    cfg.pretrain = replace(cfg.pretrain, epochs=1, batch_size=4)
     acp = RUNNERS["pretrain"](cfg, tmp_path / "acp")
-    cfg["pretrain"].update(source="segments", init=str(acp), lr=0.0)
+    cfg.pretrain = replace(cfg.pretrain, source="segments", init=str(acp), lr=0.0)
     plus = RUNNERS["pretrain"](cfg, tmp_path / "acp_plus")
     a, b = load_checkpoint(acp), load_checkpoint(plus)
     assert b["clip_labels"] == gt.labels and a["clip_labels"] != gt.labels

@@ -1,7 +1,8 @@
 """Checkpoint files: safe loading, atomic writes, RNG state, and models rebuilt from them.
 
-Checkpoints hold tensors and plain containers only (the config is a JSON-able dict), so they load
-with `weights_only=True`: a file that needs arbitrary unpickling is refused and its code never runs.
+Checkpoints hold tensors and plain containers only (the config is stored as `Config.to_dict()`),
+so they load with `weights_only=True`: a file that needs arbitrary unpickling is refused and its
+code never runs. `checkpoint_config` reads the stored config back through the schema.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import torch
 from lofi.runtime.errors import LofiError
 from lofi.trainer.encoder import SnippetEncoder
 from lofi.trainer.head import PyramidHead
+from lofi.trainer.schema import Config, validate
 
 FORMAT = "lofi-tal-checkpoint"
 
@@ -95,34 +98,40 @@ def init_encoder(encoder: torch.nn.Module, path: str | None) -> None:
         load_state(encoder, load_checkpoint(path)["encoder"], "encoder", path)
 
 
-def build_encoder(cfg: dict, pretrained: bool = True) -> SnippetEncoder:
+def checkpoint_config(ckpt: dict, path: str | Path) -> Config:
+    """The config a checkpoint was trained with, read back through the schema: keys added since
+    it was written take their defaults, and a damaged one is one line naming the file."""
+    return validate(ckpt.get("config"), f"checkpoint {path}")
+
+
+def build_encoder(cfg: Config, pretrained: bool = True) -> SnippetEncoder:
     """`pretrained=False` skips `model.weights`: a checkpoint's own weights replace them anyway,
     and the file need not exist where the checkpoint is exported."""
-    m = cfg["model"]
-    weights = m["weights"] if pretrained else None
-    return SnippetEncoder(m["backbone"], cfg["data"]["k"], m["width"], weights)
+    m = cfg.model
+    weights = m.weights if pretrained else None
+    return SnippetEncoder(m.backbone, cfg.data.k, m.width, weights)
 
 
-def build_head(cfg: dict, in_dim: int, num_classes: int) -> torch.nn.Module:
-    m = cfg["model"]
-    if m["head"] == "gtad":
+def build_head(cfg: Config, in_dim: int, num_classes: int) -> torch.nn.Module:
+    m = cfg.model
+    if m.head == "gtad":
         from lofi.trainer.gtad import GTADHead
 
-        return GTADHead(in_dim, num_classes, length=cfg["data"]["window"], **m["gtad"])
-    if m["head"] != "pyramid":
-        raise LofiError(f"model.head must be pyramid or gtad, not {m['head']!r}")
+        return GTADHead(in_dim, num_classes, length=cfg.data.window, **asdict(m.gtad))
+    if m.head != "pyramid":
+        raise LofiError(f"model.head must be pyramid or gtad, not {m.head!r}")
     return PyramidHead(
         in_dim,
         num_classes,
-        m["head_dim"],
-        m["levels"],
-        dropout=m["head_dropout"],
-        norm=m["head_norm"],
-        blocks=m["head_blocks"],
-        head_layers=m["head_layers"],
-        kernel=m["head_kernel"],
-        embed_layers=m["head_embed"],
-        residual=m["head_residual"],
+        m.head_dim,
+        m.levels,
+        dropout=m.head_dropout,
+        norm=m.head_norm,
+        blocks=m.head_blocks,
+        head_layers=m.head_layers,
+        kernel=m.head_kernel,
+        embed_layers=m.head_embed,
+        residual=m.head_residual,
     )
 
 
@@ -143,14 +152,12 @@ def models_from_checkpoint(ckpt: dict, path: str | Path) -> tuple[SnippetEncoder
             f"{path} has no localization head (a '{ckpt.get('stage')}' checkpoint); "
             "export a 'lofi' or 'head' stage checkpoint"
         )
-    from lofi.trainer.config import with_defaults
-
-    try:
-        cfg = with_defaults(ckpt["config"])
-        encoder = build_encoder(cfg, pretrained=False)
-        head = build_head(cfg, encoder.out_dim, len(ckpt["labels"]))
-    except (KeyError, TypeError):
-        raise LofiError(f"{path}: checkpoint config is incomplete") from None
+    cfg = checkpoint_config(ckpt, path)
+    labels = ckpt.get("labels")
+    if not isinstance(labels, list):
+        raise LofiError(f"{path}: checkpoint has no list of labels")
+    encoder = build_encoder(cfg, pretrained=False)
+    head = build_head(cfg, encoder.out_dim, len(labels))
     load_state(encoder, ckpt["encoder"], "encoder", path)
     load_state(head, ckpt["head"], "head", path)
     return encoder.eval(), head.eval()

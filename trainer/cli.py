@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 from lofi.runtime.errors import LofiError, cli_errors
+from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.frame_store import FORMATS
 from lofi.trainer.progress import progress
-from lofi.trainer.schema import load_checked_config
 from lofi.trainer.synth import SynthConfig, generate
 
 
@@ -236,7 +236,7 @@ def _stage_command(stage: str, help_text: str) -> None:
     def command(config_path, overrides, run_dir, resume, device) -> None:
         from lofi.trainer.stages import RUNNERS
 
-        cfg = load_checked_config(config_path, list(overrides))
+        cfg = load_config(config_path, list(overrides))
         ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
         click.echo(f"{stage}: checkpoint {ckpt}")
 
@@ -260,7 +260,7 @@ def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
     """
     from lofi.trainer.planner import format_plan, parse_bytes, plan_memory
 
-    cfg = load_checked_config(config_path, list(overrides))
+    cfg = load_config(config_path, list(overrides))
     h, w = _pair(size, "x", "--size")
     budget = parse_bytes(memory) if memory else None
     rows = plan_memory(cfg, (h, w))

@@ -13,6 +13,7 @@ from lofi.runtime.snippets import SnippetGrid, resize_grid
 from lofi.trainer.frame_cache import CacheReport as CacheReport
 from lofi.trainer.frame_cache import FrameCache as FrameCache
 from lofi.trainer.frame_cache import prepare_cache as prepare_cache
+from lofi.trainer.schema import Config
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,13 @@ def segment_clips(gt: GroundTruth, cache: FrameCache, subset: str) -> list[Clip]
     return out
 
 
-def snippet_spec(cfg: dict) -> SnippetSpec:
-    d = cfg["data"]
-    if d["mode"] not in ("window", "resize"):
+def snippet_spec(cfg: Config) -> SnippetSpec:
+    d = cfg.data
+    if d.mode not in ("window", "resize"):
         raise LofiError("data.mode must be 'window' or 'resize'")
-    levels = cfg["model"]["levels"]
-    spec = SnippetSpec(d["k"], d["frame_stride"], d["hop"], d["window"], d["mode"])
-    if cfg["model"]["head"] == "gtad":
+    levels = cfg.model.levels
+    spec = SnippetSpec(d.k, d.frame_stride, d.hop, d.window, d.mode)
+    if cfg.model.head == "gtad":
         if spec.mode != "resize":
             raise LofiError("model.head=gtad needs data.mode=resize (snippets over whole videos)")
         if spec.window < 8:
@@ -183,13 +184,14 @@ def crop_boxes(
     return torch.tensor(np.stack([x0, y0, x0 + s * w, y0 + s * h], 1), dtype=torch.float32)
 
 
-def untrimmed(cfg: dict) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str]]:
+def untrimmed(cfg: Config) -> tuple[GroundTruth, GroundTruth, FrameCache, list[str]]:
     """Training and validation subsets of the untrimmed set, its frame cache and labels."""
-    for key in ("annotations", "cache"):
-        if not cfg["data"].get(key):
+    d = cfg.data
+    for key, value in (("annotations", d.annotations), ("cache", d.cache)):
+        if not value:
             raise LofiError(f"config needs data.{key}")
-    gt = load_ground_truth(cfg["data"]["annotations"])
-    cache = FrameCache(cfg["data"]["cache"])
+    gt = load_ground_truth(d.annotations)
+    cache = FrameCache(d.cache)
     used = {v: i for v, i in gt.videos.items() if i.subset in ("training", "validation")}
     gt = cached_only(GroundTruth(used, gt.labels), cache)
     return gt.subset("training"), gt.subset("validation"), cache, gt.labels

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from lofi.trainer.features import encode
+from lofi.trainer.schema import Config
 
 
 class Detector(nn.Module):
-    def __init__(self, encoder: nn.Module, head: nn.Module, cfg: dict, dev: torch.device):
+    def __init__(self, encoder: nn.Module, head: nn.Module, cfg: Config, dev: torch.device):
         super().__init__()
         self.encoder, self.head = encoder, head
         self.cfg, self.dev = cfg, dev

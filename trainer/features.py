@@ -14,6 +14,7 @@ from lofi.runtime.annotations import GroundTruth
 from lofi.runtime.evaluation import TIOU_PRESETS, MapReport, evaluate
 from lofi.trainer.data import FrameCache, SnippetSpec, Window
 from lofi.trainer.run import bar
+from lofi.trainer.schema import Config
 
 
 def encode(
@@ -22,7 +23,7 @@ def encode(
     index: torch.Tensor,
     boxes: torch.Tensor,
     size: tuple[int, int],
-    cfg: dict,
+    cfg: Config,
     device: torch.device,
 ) -> torch.Tensor:
     """uint8 frames cross to the device; the LoFi sampling op makes the encoder input there,
@@ -36,8 +37,8 @@ def encode(
         index,
         boxes,
         size,
-        cfg["data"]["mean"],
-        cfg["data"]["std"],
+        cfg.data.mean,
+        cfg.data.std,
         dtype,
     )
     return encoder(x)
@@ -49,7 +50,7 @@ def extract_features(
     cache: FrameCache,
     gt: GroundTruth,
     spec: SnippetSpec,
-    cfg: dict,
+    cfg: Config,
     dev: torch.device,
     batch: int = 32,
 ) -> dict[str, torch.Tensor]:
@@ -89,7 +90,7 @@ def evaluate_head(
     gt: GroundTruth,
     cache: FrameCache,
     spec: SnippetSpec,
-    cfg: dict,
+    cfg: Config,
     labels: list[str],
 ) -> MapReport:
     """Whole-video head inference + the runtime's decoding, NMS and mAP (one implementation)."""

@@ -8,6 +8,7 @@ G-TAD, the head the paper used (resize protocol: L snippets over the whole video
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -19,10 +20,11 @@ from lofi.trainer.data import Window, window_targets
 from lofi.trainer.gtad import ExportableGTAD, GTADHead
 from lofi.trainer.gtad_loss import gtad_loss, gtad_targets
 from lofi.trainer.losses import count_positives, detection_loss
+from lofi.trainer.schema import Config
 
 
 class PyramidKind:
-    def __init__(self, head: nn.Module, cfg: dict):
+    def __init__(self, head: nn.Module, cfg: Config):
         self.head, self.cfg = head, cfg
 
     def targets(self, windows: list[Window], num_classes: int) -> list:
@@ -48,14 +50,14 @@ class PyramidKind:
             labels,
             grid,
             self.head.strides,
-            self.cfg["model"]["max_reach"],
-            PostConfig.from_dict(self.cfg["postprocess"]),
+            self.cfg.model.max_reach,
+            PostConfig.from_dict(asdict(self.cfg.postprocess)),
         )
         return detect(outs, geo, n, duration, vid)
 
 
 class GTADKind:
-    def __init__(self, head: GTADHead, cfg: dict):
+    def __init__(self, head: GTADHead, cfg: Config):
         self.head, self.cfg = head, cfg
 
     def targets(self, windows: list[Window], num_classes: int) -> list:
@@ -86,9 +88,9 @@ class GTADKind:
         dev = next(self.head.parameters()).device
         outs = ExportableGTAD(self.head).eval()(feats.T[None].to(dev))
         arrays = tuple(np.asarray(o[0].cpu().numpy()) for o in outs)
-        post = PostConfig.from_dict(self.cfg["postprocess"])
+        post = PostConfig.from_dict(asdict(self.cfg.postprocess))
         return gtad_detect(arrays, grid, duration, labels, post, vid)
 
 
-def head_kind(head: nn.Module, cfg: dict) -> PyramidKind | GTADKind:
+def head_kind(head: nn.Module, cfg: Config) -> PyramidKind | GTADKind:
     return GTADKind(head, cfg) if isinstance(head, GTADHead) else PyramidKind(head, cfg)

@@ -30,6 +30,7 @@ from lofi.trainer.head import PyramidHead
 from lofi.trainer.head_kinds import head_kind
 from lofi.trainer.loop import Stage
 from lofi.trainer.losses import assign
+from lofi.trainer.schema import Config, HeadConfig
 
 
 @dataclass(frozen=True)
@@ -106,22 +107,23 @@ def decay_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict
 
 class HeadStage(Stage):
     name, stream, best_key = "head", 3, "val_avg_mAP"
+    s: HeadConfig
 
-    def __init__(self, cfg: dict, dev: torch.device, dist: Dist):
+    def __init__(self, cfg: Config, dev: torch.device, dist: Dist):
         super().__init__(cfg, dev, dist)
         s = self.s
         self.spec = snippet_spec(cfg)
         self.train_gt, self.val_gt, self.cache, self.labels = untrimmed(cfg)
-        if not s["init"]:
+        if not s.init:
             raise LofiError(
                 "head stage needs head.init: a pretrain or lofi checkpoint for the encoder"
             )
-        if s["schedule"] not in ("cosine", "halve"):
-            raise LofiError(f"head.schedule must be cosine or halve, not {s['schedule']!r}")
-        init = load_checkpoint(s["init"])
+        if s.schedule not in ("cosine", "halve"):
+            raise LofiError(f"head.schedule must be cosine or halve, not {s.schedule!r}")
+        init = load_checkpoint(s.init)
         self.encoder = build_encoder(cfg, pretrained=False).to(dev)
-        load_state(self.encoder, init["encoder"], "encoder", s["init"])
-        torch.manual_seed(cfg["seed"])
+        load_state(self.encoder, init["encoder"], "encoder", s.init)
+        torch.manual_seed(cfg.seed)
         self.head = build_head(cfg, self.encoder.out_dim, len(self.labels)).to(dev)
         t0 = time.perf_counter()
         args = (self.cache, self.train_gt, self.spec, cfg, dev)
@@ -130,12 +132,12 @@ class HeadStage(Stage):
             self.encoder, self.cache, self.val_gt, self.spec, cfg, dev
         )
         self.extract_seconds = time.perf_counter() - t0
-        if s["standardize"] and isinstance(self.head, PyramidHead):
+        if s.standardize and isinstance(self.head, PyramidHead):
             self.head.set_input_stats(torch.cat(list(self.train_feats.values())))
-        self.ema = ModelEMA(self.head, float(s["ema"])) if s["ema"] else None
+        self.ema = ModelEMA(self.head, float(s.ema)) if s.ema else None
         self.kind = head_kind(self.head, cfg)
         self.whole = (
-            bool(s["crop"]) and self.spec.mode == "window" and isinstance(self.head, PyramidHead)
+            bool(s.crop) and self.spec.mode == "window" and isinstance(self.head, PyramidHead)
         )
         if self.whole:
             self.videos = self._videos()
@@ -172,15 +174,15 @@ class HeadStage(Stage):
         return self.head
 
     def param_groups(self) -> list[dict]:
-        return decay_groups(self.head, self.s["lr"], self.s["weight_decay"])
+        return decay_groups(self.head, self.s.lr, self.s.weight_decay)
 
     def lr_factor(self, epoch: int, step: int, steps: int) -> float:
-        if self.s["schedule"] != "cosine":
+        if self.s.schedule != "cosine":
             return super().lr_factor(epoch, step, steps)
-        t, warm = epoch * steps + step, self.s["warmup_epochs"] * steps
+        t, warm = epoch * steps + step, self.s.warmup_epochs * steps
         if t < warm:
             return (t + 1) / warm
-        total = max(1, self.s["epochs"] * steps - warm)
+        total = max(1, self.s.epochs * steps - warm)
         return 0.5 * (1.0 + math.cos(math.pi * (t - warm) / total))
 
     def after_step(self) -> None:
@@ -191,11 +193,11 @@ class HeadStage(Stage):
         n = len(self.videos) if self.whole else len(self.windows)
         self.order = rng.permutation(n)
         if self.whole:
-            self.crops = draw_crops([v.length for v in self.videos], self.s["crop"], rng)
-        return max(1, math.ceil(n / self.s["batch_size"]))
+            self.crops = draw_crops([v.length for v in self.videos], self.s.crop, rng)
+        return max(1, math.ceil(n / self.s.batch_size))
 
     def batch(self, epoch: int, step: int, rng: np.random.Generator):
-        bs = self.s["batch_size"]
+        bs = self.s.batch_size
         sel = [int(i) for i in self.order[step * bs : (step + 1) * bs]]
         if self.whole:
             return self._video_batch(sel)
@@ -254,5 +256,5 @@ class HeadStage(Stage):
             "labels": self.labels,
             "fps": self.cache.fps,
             "input_size": list(self.cache.size),
-            "encoder_from": str(self.s["init"]),
+            "encoder_from": str(self.s.init),
         }

@@ -22,31 +22,33 @@ from lofi.trainer.features import evaluate_head, extract_features, map_values
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.head_kinds import head_kind
 from lofi.trainer.loop import Stage
+from lofi.trainer.schema import Config, LofiConfig
 
 
 class LofiStage(Stage):
     name, stream, best_key = "lofi", 2, "val_avg_mAP"
+    s: LofiConfig
 
-    def __init__(self, cfg: dict, dev: torch.device, dist: Dist):
+    def __init__(self, cfg: Config, dev: torch.device, dist: Dist):
         super().__init__(cfg, dev, dist)
         s = self.s
         self.spec = snippet_spec(cfg)
         self.train_gt, self.val_gt, self.cache, self.labels = untrimmed(cfg)
         self.schedule = FidelitySchedule(
-            s["schedule"], s["s_ratio"], s["t_ratio"], tuple(s["st_ratio"]), s["short_every"]
+            s.schedule, s.s_ratio, s.t_ratio, tuple(s.st_ratio), s.short_every
         )
-        torch.manual_seed(cfg["seed"])
-        encoder = build_encoder(cfg, pretrained=not s["init"]).to(dev)
-        init_encoder(encoder, s["init"])
+        torch.manual_seed(cfg.seed)
+        encoder = build_encoder(cfg, pretrained=not s.init).to(dev)
+        init_encoder(encoder, s.init)
         head = build_head(cfg, encoder.out_dim, len(self.labels)).to(dev)
         self.kind = head_kind(head, cfg)
-        t = cfg["train"]
-        encoder.set_memory(t["checkpointing"], t["channels_last"])
+        t = cfg.train
+        encoder.set_memory(t.checkpointing, t.channels_last)
         self.model = Detector(encoder, head, cfg, dev)
-        self.model = sync_batchnorm(self.model, t["sync_bn"], dev, dist)
+        self.model = sync_batchnorm(self.model, t.sync_bn, dev, dist)
         self.pools: dict[int, list[Window]] = {}
         full = self._pool(1)
-        self.base_steps = max(1, len(full) // s["batch_size"])
+        self.base_steps = max(1, len(full) // s.batch_size)
 
     def _pool(self, r_t: int) -> list[Window]:
         if r_t not in self.pools:
@@ -61,13 +63,13 @@ class LofiStage(Stage):
 
     def param_groups(self) -> list[dict]:
         return [
-            {"params": self.model.encoder.parameters(), "lr": self.s["lr"]},
-            {"params": self.model.head.parameters(), "lr": self.s["head_lr"]},
+            {"params": self.model.encoder.parameters(), "lr": self.s.lr},
+            {"params": self.model.head.parameters(), "lr": self.s.head_lr},
         ]
 
     def train_mode(self) -> None:
         self.model.train()
-        if self.s["freeze_bn"]:
+        if self.s.freeze_bn:
             for mod in self.model.encoder.modules():
                 if isinstance(mod, nn.modules.batchnorm._BatchNorm):
                     mod.eval()
@@ -75,7 +77,7 @@ class LofiStage(Stage):
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> int:
         """The epoch's fidelity per step; multigrid's larger batches take fewer steps, so every
         epoch sees the same number of windows."""
-        bs = self.s["batch_size"]
+        bs = self.s.batch_size
         self.plan: list[Fidelity] = []
         seen = 0
         while seen < self.base_steps * bs:
@@ -87,10 +89,10 @@ class LofiStage(Stage):
     def batch(self, epoch: int, step: int, rng: np.random.Generator):
         fid = self.plan[step]
         pool = self._pool(fid.r_t)
-        n = self.s["batch_size"] * fid.batch_scale
+        n = self.s.batch_size * fid.batch_scale
         windows = [pool[i] for i in rng.choice(len(pool), n, replace=len(pool) < n)]
         h, w = self.cache.size
-        boxes = crop_boxes(n, h, w, self.s["crop_scale"], rng)
+        boxes = crop_boxes(n, h, w, self.s.crop_scale, rng)
         targets = self.kind.targets(windows, len(self.labels))
         normaliser = self.kind.normaliser(targets, torch.stack([b.valid() for b in windows]))
         items = [(win, box, t, fid) for win, box, t in zip(windows, boxes, targets)]

@@ -26,8 +26,10 @@ from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import load_state, rng_state, set_rng_state
 from lofi.trainer.distributed import Dist
 from lofi.trainer.run import Run, bar
+from lofi.trainer.schema import Config, HeadConfig, LofiConfig, PretrainConfig
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+Section = PretrainConfig | LofiConfig | HeadConfig  # a stage's own config section
 
 
 class Stage(ABC):
@@ -38,9 +40,9 @@ class Stage(ABC):
     best_key: str | None = None
     report: dict | None = None  # the latest validation's full report (mAP table), if any
 
-    def __init__(self, cfg: dict, dev: torch.device, dist: Dist):
+    def __init__(self, cfg: Config, dev: torch.device, dist: Dist):
         self.cfg, self.dev, self.dist = cfg, dev, dist
-        self.s = cfg[self.name]
+        self.s: Section = getattr(cfg, self.name)
 
     @abstractmethod
     def modules(self) -> dict[str, nn.Module]:
@@ -71,8 +73,9 @@ class Stage(ABC):
         """Loss of one micro-batch (its share of the global mean) and parts to sum for logs."""
 
     def lr_factor(self, epoch: int, step: int, steps: int) -> float:
-        every = self.s.get("lr_halve_every")
-        return 0.5 ** (epoch // every) if every else 1.0
+        """Halved every `lr_halve_every` epochs (lofi; head with `schedule: halve`); pretrain has
+        its own."""
+        return 0.5 ** (epoch // self.s.lr_halve_every)
 
     def train_mode(self) -> None:
         self.trainable().train()
@@ -94,21 +97,21 @@ class Stage(ABC):
     def micro_batches(self, items: list[Any]) -> list[list[Any]]:
         """This process's shard of a global batch, split for gradient accumulation."""
         mine = self.dist.shard(items)
-        n = min(int(self.cfg["train"]["accumulate"]), len(mine))
+        n = min(self.cfg.train.accumulate, len(mine))
         size = math.ceil(len(mine) / n)
         return [mine[i : i + size] for i in range(0, len(mine), size)]
 
 
-def make_optimizer(groups: list[dict], s: dict) -> torch.optim.Optimizer:
-    if s["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, momentum=s["momentum"], weight_decay=s["weight_decay"])
-    if s["optimizer"] == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=s["weight_decay"])
-    raise LofiError(f"optimizer must be sgd or adamw, not {s['optimizer']!r}")
+def make_optimizer(groups: list[dict], s: Section) -> torch.optim.Optimizer:
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=s.weight_decay)
+    raise LofiError(f"optimizer must be sgd or adamw, not {s.optimizer!r}")
 
 
-def _precision(cfg: dict) -> torch.dtype | None:
-    p = cfg["train"]["precision"]
+def _precision(cfg: Config) -> torch.dtype | None:
+    p = cfg.train.precision
     if p not in PRECISIONS:
         raise LofiError(f"train.precision must be fp32, bf16 or fp16, not {p!r}")
     return PRECISIONS[p]
@@ -138,8 +141,8 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
         scaler.load_state_dict(ckpt["scaler"])
         progress = ckpt["progress"]
         set_rng_state(progress["rngs"])
-    every = int(cfg["train"]["checkpoint_every"])
-    validate_every = int(s.get("validate_every", 1))
+    every = cfg.train.checkpoint_every
+    validate_every = s.validate_every
     autocast = torch.autocast(stage.dev.type, dtype=dtype) if dtype else nullcontext()
 
     def save(epoch: int, step: int, rng_pos: dict | None, sums: dict, best: bool = False):
@@ -157,8 +160,8 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
             best=best,
         )
 
-    for epoch in range(progress["epoch"], s["epochs"]):
-        rng = np.random.default_rng([cfg["seed"], stage.stream, epoch])
+    for epoch in range(progress["epoch"], s.epochs):
+        rng = np.random.default_rng([cfg.seed, stage.stream, epoch])
         steps = stage.begin_epoch(epoch, rng)
         sums: dict[str, float] = defaultdict(float)
         first = 0
@@ -167,9 +170,7 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
             rng.bit_generator.state = progress["rng"]
             sums.update(progress["sums"])
         stage.train_mode()
-        for step in bar(
-            range(first, steps), f"{stage.name} {epoch + 1}/{s['epochs']}", main=d.main
-        ):
+        for step in bar(range(first, steps), f"{stage.name} {epoch + 1}/{s.epochs}", main=d.main):
             micros, normaliser, lr_scale = stage.batch(epoch, step, rng)
             factor = stage.lr_factor(epoch, step, steps) * lr_scale
             for g, lr in zip(opt.param_groups, base_lr):
@@ -196,10 +197,10 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
                     f"{stage.name}: non-finite loss at epoch {epoch + 1} step {step + 1} "
                     f"(global step {progress['global_step'] + 1}): {shown}"
                 )
-            if s.get("clip_grad"):
+            if s.clip_grad:
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(
-                    [p for g in opt.param_groups for p in g["params"]], s["clip_grad"]
+                    [p for g in opt.param_groups for p in g["params"]], s.clip_grad
                 )
             scaler.step(opt)
             scaler.update()
@@ -210,7 +211,7 @@ def fit(stage: Stage, run: Run, resume: bool) -> Path:
             if every and progress["global_step"] % every == 0 and step + 1 < steps:
                 save(epoch, step + 1, rng.bit_generator.state, sums)
         values = stage.summarise(dict(sums), steps)
-        last_epoch = epoch == s["epochs"] - 1
+        last_epoch = epoch == s.epochs - 1
         is_best = False
         if d.main and (last_epoch or (epoch + 1) % validate_every == 0):
             values.update(stage.validate(epoch))

@@ -27,6 +27,7 @@ from lofi.trainer.checkpoint import build_encoder, build_head
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.loop import PRECISIONS, make_optimizer
 from lofi.trainer.memory_meter import MemoryMeter, SavedBytes
+from lofi.trainer.schema import Config
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 CHECKPOINTING = ("none", "stages", "chunks:4")
@@ -55,14 +56,14 @@ class Plan:
         return {**asdict(self), "total": self.total}
 
 
-def fidelities(cfg: dict) -> list[Fidelity]:
-    s = cfg["lofi"]
-    sched = FidelitySchedule("full", s["s_ratio"], s["t_ratio"], tuple(s["st_ratio"]))
+def fidelities(cfg: Config) -> list[Fidelity]:
+    s = cfg.lofi
+    sched = FidelitySchedule("full", s.s_ratio, s.t_ratio, tuple(s.st_ratio))
     return list(sched.configs().values())
 
 
 def measure_step(
-    cfg: dict,
+    cfg: Config,
     size: tuple[int, int],
     fid: Fidelity,
     checkpointing: str = "none",
@@ -73,29 +74,29 @@ def measure_step(
     """One lofi-stage training step, counted (fake=True: traced, nothing allocated)."""
     if precision not in PRECISIONS:
         raise LofiError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    d, s = cfg["data"], cfg["lofi"]
-    batch, length = s["batch_size"], max(1, d["window"] // fid.r_t)
+    d, s = cfg.data, cfg.lofi
+    batch, length = s.batch_size, max(1, d.window // fid.r_t)
     h, w = fid.size(*size)
     mode = FakeTensorMode() if fake else contextlib.nullcontext()
     with mode:
         torch.manual_seed(0)
         encoder = build_encoder(cfg, pretrained=False)
         head = build_head(cfg, encoder.out_dim, num_classes)
-        encoder.set_memory(checkpointing, cfg["train"]["channels_last"])
+        encoder.set_memory(checkpointing, cfg.train.channels_last)
         model = nn.ModuleDict({"encoder": encoder, "head": head}).train()
-        if s["freeze_bn"]:
+        if s.freeze_bn:
             for m in encoder.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer([{"params": params, "lr": s["lr"]}], s)
+        opt = make_optimizer([{"params": params, "lr": s.lr}], s)
         meter = MemoryMeter(list(model.parameters()) + list(model.buffers()))
         saved = SavedBytes(model.parameters(), by_pointer=not fake)
         dtype = PRECISIONS[precision]
         autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
         top = max(head.strides)
         with meter:
-            x = torch.randn(batch, length, d["k"], 3, h, w, dtype=dtype or torch.float32)
+            x = torch.randn(batch, length, d.k, 3, h, w, dtype=dtype or torch.float32)
             with autocast, saved.hooks():
                 feats = encoder(x)
                 pad = math.ceil(length / top) * top - length
@@ -130,7 +131,7 @@ def measure_step(
         )
 
 
-def plan_memory(cfg: dict, size: tuple[int, int]) -> list[Plan]:
+def plan_memory(cfg: Config, size: tuple[int, int]) -> list[Plan]:
     return [
         measure_step(cfg, size, fid, ckpt, prec)
         for fid in fidelities(cfg)

@@ -23,10 +23,11 @@ from lofi.trainer.data import (
 from lofi.trainer.distributed import Dist, sync_batchnorm
 from lofi.trainer.features import encode
 from lofi.trainer.loop import Stage
+from lofi.trainer.schema import Config, PretrainConfig
 
 
 class Classifier(nn.Module):
-    def __init__(self, encoder: nn.Module, num_classes: int, cfg: dict, dev: torch.device):
+    def __init__(self, encoder: nn.Module, num_classes: int, cfg: Config, dev: torch.device):
         super().__init__()
         self.encoder = encoder
         self.fc = nn.Linear(encoder.out_dim, num_classes)
@@ -41,39 +42,41 @@ class PretrainStage(Stage):
     training set's own action segments, usually from an ACP checkpoint via `init`)."""
 
     name, stream, best_key = "pretrain", 1, "val_acc"
+    s: PretrainConfig
 
-    def __init__(self, cfg: dict, dev: torch.device, dist: Dist):
+    def __init__(self, cfg: Config, dev: torch.device, dist: Dist):
         super().__init__(cfg, dev, dist)
-        if self.s["source"] == "segments":  # ACP+: the target's own action segments
-            for key in ("annotations", "cache"):
-                if not cfg["data"].get(key):
+        d = cfg.data
+        if self.s.source == "segments":  # ACP+: the target's own action segments
+            for key, value in (("annotations", d.annotations), ("cache", d.cache)):
+                if not value:
                     raise LofiError(f"config needs data.{key} for pretrain.source=segments")
-            gt = load_ground_truth(cfg["data"]["annotations"])
-            self.cache = FrameCache(cfg["data"]["cache"])
+            gt = load_ground_truth(d.annotations)
+            self.cache = FrameCache(d.cache)
             pick = segment_clips
-        elif self.s["source"] == "clips":
-            for key in ("clips", "clip_cache"):
-                if not cfg["data"].get(key):
+        elif self.s.source == "clips":
+            for key, value in (("clips", d.clips), ("clip_cache", d.clip_cache)):
+                if not value:
                     raise LofiError(f"config needs data.{key}")
-            gt = load_ground_truth(cfg["data"]["clips"])
-            self.cache = FrameCache(cfg["data"]["clip_cache"])
+            gt = load_ground_truth(d.clips)
+            self.cache = FrameCache(d.clip_cache)
             pick = trimmed_clips
         else:
-            raise LofiError(f"pretrain.source must be clips or segments, not {self.s['source']!r}")
+            raise LofiError(f"pretrain.source must be clips or segments, not {self.s.source!r}")
         self.labels = gt.labels
         self.train = pick(gt, self.cache, "training")
         self.val = pick(gt, self.cache, "validation")
         if not self.train:
             raise LofiError("no training clips with a label")
-        torch.manual_seed(cfg["seed"])
-        self.encoder = build_encoder(cfg, pretrained=not self.s["init"]).to(dev)
-        init_encoder(self.encoder, self.s["init"])
+        torch.manual_seed(cfg.seed)
+        self.encoder = build_encoder(cfg, pretrained=not self.s.init).to(dev)
+        init_encoder(self.encoder, self.s.init)
         self.model = Classifier(self.encoder, len(self.labels), cfg, dev).to(dev)
-        t = cfg["train"]
-        self.encoder.set_memory(t["checkpointing"], t["channels_last"])
-        self.model = sync_batchnorm(self.model, t["sync_bn"], dev, dist)
-        self.steps = max(1, len(self.train) // self.s["batch_size"])
-        self.span = cfg["data"]["k"] * cfg["data"]["frame_stride"]
+        t = cfg.train
+        self.encoder.set_memory(t.checkpointing, t.channels_last)
+        self.model = sync_batchnorm(self.model, t.sync_bn, dev, dist)
+        self.steps = max(1, len(self.train) // self.s.batch_size)
+        self.span = d.k * d.frame_stride
 
     def modules(self) -> dict[str, nn.Module]:
         return {"encoder": self.model.encoder, "classifier": self.model.fc}
@@ -82,7 +85,7 @@ class PretrainStage(Stage):
         return self.model
 
     def param_groups(self) -> list[dict]:
-        return [{"params": list(self.model.parameters()), "lr": self.s["lr"]}]
+        return [{"params": list(self.model.parameters()), "lr": self.s.lr}]
 
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> int:
         self.order = rng.permutation(len(self.train))
@@ -90,20 +93,20 @@ class PretrainStage(Stage):
 
     def lr_factor(self, epoch: int, step: int, steps: int) -> float:
         """Cosine decay over the whole run, per step."""
-        return 0.5 * (1 + math.cos(math.pi * (epoch * steps + step) / (self.s["epochs"] * steps)))
+        return 0.5 * (1 + math.cos(math.pi * (epoch * steps + step) / (self.s.epochs * steps)))
 
     def batch(self, epoch: int, step: int, rng: np.random.Generator):
-        bs = self.s["batch_size"]
+        bs = self.s.batch_size
         clips = [self.train[i] for i in self.order[step * bs : (step + 1) * bs]]
         starts = clip_starts(clips, self.span, rng)
         h, w = self.cache.size
-        boxes = crop_boxes(len(clips), h, w, self.s["crop_scale"], rng)
+        boxes = crop_boxes(len(clips), h, w, self.s.crop_scale, rng)
         return self.micro_batches(list(zip(clips, starts, boxes))), float(len(clips)), 1.0
 
     def loss(self, model: nn.Module, micro: list, normaliser: float):
         clips, starts, boxes = zip(*micro)
-        d = self.cfg["data"]
-        frames, index = clip_batch(self.cache, list(clips), list(starts), d["k"], d["frame_stride"])
+        d = self.cfg.data
+        frames, index = clip_batch(self.cache, list(clips), list(starts), d.k, d.frame_stride)
         logits = model(frames, index, torch.stack(boxes), self.cache.size)
         target = torch.tensor([c.label for c in clips], device=self.dev)
         loss = F.cross_entropy(logits.float(), target, reduction="sum") / normaliser
@@ -113,7 +116,7 @@ class PretrainStage(Stage):
     def summarise(self, sums: dict[str, float], steps: int) -> dict[str, Any]:
         return {
             "loss": sums["loss"] / steps,
-            "train_acc": sums["correct"] / (steps * self.s["batch_size"]),
+            "train_acc": sums["correct"] / (steps * self.s.batch_size),
         }
 
     @torch.no_grad()
@@ -122,13 +125,13 @@ class PretrainStage(Stage):
             return {}
         self.model.eval()
         rng = np.random.default_rng(0)
-        d = self.cfg["data"]
+        d = self.cfg.data
         h, w = self.cache.size
         correct = 0
         for i in range(0, len(self.val), 64):
             batch = self.val[i : i + 64]
             starts = clip_starts(batch, self.span, rng)
-            frames, index = clip_batch(self.cache, batch, starts, d["k"], d["frame_stride"])
+            frames, index = clip_batch(self.cache, batch, starts, d.k, d.frame_stride)
             logits = self.model(frames, index, crop_boxes(len(batch), h, w, None, rng), (h, w))
             correct += int((logits.argmax(1).cpu() == torch.tensor([c.label for c in batch])).sum())
         return {"val_acc": correct / len(self.val)}

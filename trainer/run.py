@@ -17,6 +17,7 @@ from typing import Any
 from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import load_checkpoint, save_checkpoint
 from lofi.trainer.plots import plot_curves
+from lofi.trainer.schema import Config
 from tqdm import tqdm
 
 
@@ -30,9 +31,10 @@ def _tty() -> bool:
 
 
 class Run:
-    def __init__(self, folder: Path, cfg: dict, stage: str, main: bool = True):
+    def __init__(self, folder: Path, cfg: Config, stage: str, main: bool = True):
         self.folder = Path(folder)
-        self.cfg, self.stage, self.main = cfg, stage, main
+        self.config = cfg.to_dict()  # as config.json and every checkpoint store it
+        self.stage, self.main = stage, main
         self.ckpt_path = self.folder / "checkpoint.pt"
         self.best_path = self.folder / "best.pt"
         self.metrics: dict[str, Any] = {"stage": stage, "epochs": []}
@@ -47,7 +49,7 @@ class Run:
             h = logging.FileHandler(self.folder / "train.log")
             h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             self.log.addHandler(h)
-        (self.folder / "config.json").write_text(json.dumps(cfg, indent=1))
+        (self.folder / "config.json").write_text(json.dumps(self.config, indent=1))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -88,7 +90,7 @@ class Run:
     def save(self, payload: dict[str, Any], best: bool = False) -> None:
         if not self.main:
             return
-        payload = {"stage": self.stage, "config": self.cfg, "metrics": self.metrics, **payload}
+        payload = {"stage": self.stage, "config": self.config, "metrics": self.metrics, **payload}
         save_checkpoint(self.ckpt_path, payload)
         if best:
             save_checkpoint(self.best_path, payload)

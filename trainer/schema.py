@@ -1,22 +1,20 @@
 """The training config's schema: typed dataclasses with ranges and choices, checked before any
 work starts, so a bad key or value costs one line instead of a traceback minutes into a run.
 
-`validate(cfg)` checks a config dict (YAML + overrides merged) and returns the typed `Config`;
-every problem names the key, the value and what was expected.
+`validate(cfg)` checks a config dict (YAML + overrides merged, or a checkpoint's stored config)
+and returns the typed `Config` the trainer reads; keys it lacks take the defaults declared here,
+the only place they are written down. Every problem names the key, the value and what was
+expected. Loading files and `--set` overrides is trainer/config.py's.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 import typing
-from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
 from lofi.runtime.errors import LofiError
 
 SCHEDULES = (
@@ -79,6 +77,8 @@ class DataConfig:
 
 @dataclass
 class GTADConfig:
+    """G-TAD's sizes (model.head: gtad; resize protocol, T = data.window)."""
+
     max_duration: int | None = opt(None, low=1)
     dim: int = opt(256, low=1)
     groups: int = opt(32, low=1)
@@ -102,6 +102,9 @@ class ModelConfig:
     max_reach: int = opt(32, low=1)
     head_window: int = opt(32, low=1)
     head_dropout: float = opt(0.1, low=0, high=1, open_high=True)
+    # pyramid head (trainer/head.py), all local so the streaming context stays finite:
+    # embedding convs, blocks per level (residual: two convs each), convs per
+    # classification/regression head, kernel size, channel LayerNorm after each conv
     head_embed: int = opt(2, low=0)
     head_blocks: int = opt(1, low=0)
     head_residual: bool = True
@@ -112,6 +115,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """Memory and scale options shared by every stage (README: "Training for memory")."""
+
     precision: str = opt("fp32", choices=("fp32", "bf16", "fp16"))
     checkpointing: str = opt("none", pattern=r"none|stages|chunks:[1-9][0-9]*")
     accumulate: int = opt(1, low=1)
@@ -159,20 +164,24 @@ class LofiConfig:
 
 @dataclass
 class HeadConfig:
+    """ActionFormer's recipe on frozen features (trainer/head_stage.py)."""
+
     init: str | None = None
     epochs: int = opt(40, low=0)
     batch_size: int = opt(8, low=1)
     optimizer: str = opt("adamw", choices=("adamw", "sgd"))
     lr: float = opt(1e-3, **POSITIVE)
-    weight_decay: float = opt(0.05, low=0)
+    weight_decay: float = opt(0.05, low=0)  # convolution weights only
     momentum: float = opt(0.9, low=0, high=1, open_high=True)
+    # linear warm-up then cosine to 0; or "halve" (lr_halve_every)
     schedule: str = opt("cosine", choices=("cosine", "halve"))
     warmup_epochs: int = opt(5, low=0)
     lr_halve_every: int = opt(15, low=1)
     clip_grad: float = opt(1.0, low=0)
-    ema: float = opt(0.999, low=0, high=1, open_high=True)
+    ema: float = opt(0.999, low=0, high=1, open_high=True)  # EMA decay of the weights; 0: none
+    # whole videos, a random crop of this fraction; null: fixed windows
     crop: list[float] | None = opt([0.9, 1.0], length=2, low=0, high=1, open_low=True)
-    standardize: bool = True
+    standardize: bool = True  # head input standardised with the training features' statistics
     validate_every: int = opt(1, low=1)
 
 
@@ -196,6 +205,11 @@ class Config:
     lofi: LofiConfig = field(default_factory=LofiConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain JSON-able form run folders and checkpoints store (they load with
+        `weights_only=True`, which refuses dataclasses); `validate` reads it back."""
+        return asdict(self)
 
 
 def _expectation(kind: Any, meta: dict) -> str:
@@ -281,10 +295,6 @@ def _yaml11_float(value: Any, kind: Any) -> Any:
     return value
 
 
-def _one_line(text: str) -> str:
-    return text if text.isprintable() else repr(text)
-
-
 def _check(node: Any, cls: type, where: str, source: str) -> Any:
     """`node` (a dict) as an instance of the dataclass `cls`, or a LofiError naming the key."""
     if not isinstance(node, dict):
@@ -318,7 +328,8 @@ def _check(node: Any, cls: type, where: str, source: str) -> Any:
 
 
 def validate(cfg: dict, source: str = "config") -> Config:
-    """The typed config of a merged config dict; the first bad key or value raises LofiError."""
+    """The typed config of a config dict; the first bad key or value raises LofiError naming
+    `source`. Missing keys take the schema's defaults, so older checkpoints still load."""
     return _check(cfg, Config, "", source)
 
 
@@ -334,75 +345,3 @@ def field_type(key: str) -> Any:
             return None
         kind = cls = hints[part]
     return kind
-
-
-def read_yaml(path: str | Path) -> dict:
-    """A config file's mapping: UTF-8 text, valid YAML, a mapping at the top level (or empty)."""
-    p = Path(path)
-    if not p.is_file():
-        raise LofiError(f"config not found: {p}")
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LofiError(
-            f"config {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise LofiError(f"config {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    except RecursionError:
-        raise LofiError(f"config {p} is nested too deeply") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise LofiError(
-            f"config {p}: the top level must be a mapping of sections (data:, model:, ...), "
-            f"got {type(data).__name__}"
-        )
-    return data
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        both = isinstance(out.get(k), dict) and isinstance(v, dict)
-        out[k] = _deep_merge(out[k], v) if both else copy.deepcopy(v)
-    return out
-
-
-def _override_value(key: str, text: str) -> Any:
-    """`--set KEY=TEXT` as YAML, except that a string field keeps TEXT as written (a file named
-    2024 stays '2024')."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = text
-    kind = field_type(key)
-    if kind in (str, str | None) and value is not None and not isinstance(value, str):
-        return text
-    return value
-
-
-def load_checked_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict:
-    """Defaults, then the YAML file, then each `--set key.path=value`, each step checked against
-    the schema before the next: the first problem is one line naming where it came from, the key,
-    the value and what was expected. Returns the merged config, normalised by the schema
-    (numbers of float fields as floats)."""
-    cfg = asdict(Config())
-    if path:
-        cfg = _deep_merge(cfg, read_yaml(path))
-        cfg = asdict(validate(cfg, f"config {_one_line(str(path))}"))
-    for item in overrides:
-        if "=" not in item:
-            raise LofiError(f"--set {item!r}: an override must look like key.path=value")
-        key, text = item.split("=", 1)
-        parts = key.split(".")
-        node = cfg
-        for part in parts[:-1]:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or parts[-1] not in node or field_type(key) is None:
-            raise LofiError(f"--set {_one_line(item)}: unknown config key {key!r}")
-        node[parts[-1]] = _override_value(key, text)
-        cfg = asdict(validate(cfg, f"--set {_one_line(item)}"))
-    return cfg

@@ -11,12 +11,13 @@ from lofi.trainer.lofi_stage import LofiStage
 from lofi.trainer.loop import Stage, fit
 from lofi.trainer.pretrain_stage import PretrainStage
 from lofi.trainer.run import Run
+from lofi.trainer.schema import Config
 
 STAGES: dict[str, type[Stage]] = {"pretrain": PretrainStage, "lofi": LofiStage, "head": HeadStage}
 
 
 def run_stage(
-    name: str, cfg: dict, run_dir: Path, resume: bool = False, device: str | None = None
+    name: str, cfg: Config, run_dir: Path, resume: bool = False, device: str | None = None
 ) -> Path:
     """Train one stage into `run_dir` (under torchrun: every rank trains, rank 0 writes)."""
     d = init_distributed()
@@ -28,7 +29,7 @@ def run_stage(
 
 
 def _runner(name: str) -> Callable[..., Path]:
-    def run(cfg: dict, run_dir: Path, resume: bool = False, device: str | None = None) -> Path:
+    def run(cfg: Config, run_dir: Path, resume: bool = False, device: str | None = None) -> Path:
         return run_stage(name, cfg, run_dir, resume, device)
 
     run.__name__ = name
