@@ -48,6 +48,14 @@ def pyramid_outputs(levels: int) -> list[str]:
     return [f"{kind}_{i}" for i in range(levels) for kind in ("cls", "reg")]
 
 
+def _finite(x: int | float) -> bool:
+    """Finite as a float: an int too large for one (which json reads happily) is not."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def _number(d: dict, path: str, minimum: float, integer: bool = False, above: bool = True) -> None:
     """One manifest number: present, a JSON number (not a bool), finite, and > (or >=) minimum."""
     node: Any = d
@@ -58,10 +66,12 @@ def _number(d: dict, path: str, minimum: float, integer: bool = False, above: bo
     ok_type = (int,) if integer else (int, float)
     if isinstance(node, bool) or not isinstance(node, ok_type):
         kind = "an integer" if integer else "a number"
-        raise LofiError(f"manifest.json: field {path} must be {kind}, got {node!r}")
-    if not math.isfinite(node) or not (node > minimum if above else node >= minimum):
+        raise LofiError(f"manifest.json: field {path} must be {kind}, got {repr(node)[:40]}")
+    if not _finite(node) or not (node > minimum if above else node >= minimum):
         bound = f"> {minimum:g}" if above else f">= {minimum:g}"
-        raise LofiError(f"manifest.json: field {path} must be finite and {bound}, got {node!r}")
+        raise LofiError(
+            f"manifest.json: field {path} must be finite and {bound}, got {repr(node)[:40]}"
+        )
 
 
 def check_manifest_values(d: Any) -> None:
@@ -84,7 +94,7 @@ def check_manifest_values(d: Any) -> None:
             not isinstance(values, list)
             or len(values) != 3
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values)
-            or not all(math.isfinite(x) for x in values)
+            or not all(_finite(x) for x in values)
             or (key == "std" and not all(x > 0 for x in values))
         ):
             raise LofiError(
