@@ -188,13 +188,12 @@ def stream_cli(
 @click.option("--plot", "plot_path", type=click.Path(), help="Write a timeline plot (PNG).")
 @cli_errors
 def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
-    """Detection mAP with the ActivityNet protocol."""
+    """Detection mAP as the field reports it (ActivityNet or THUMOS14 thresholds), per class too."""
     gt = load_ground_truth(gt_path).subset(subset)
     preds = load_results(pred_path)
     report = evaluate(gt, preds, parse_tiou(tiou))
     click.echo(report.table())
-    for label, aps in report.per_class.items():
-        click.echo(f"  {label:<20} avg AP {100 * sum(aps) / len(aps):6.2f}")
+    click.echo(report.class_table())
     if json_path:
         write_json(json_path, report.as_json())
     if plot_path:

@@ -111,6 +111,15 @@ def test_mini_activitynet_with_a_missing_video_to_evaluated_stream(tmp_path, tin
     m = json.loads(report.read_text())
     assert m["tiou"] == TIOU_PRESETS["anet"]
     assert set(m["per_class"]) == {s["label"] for v in val for s in db[v]["annotations"]}
+    # the per-class table: every class's AP at every threshold, then its average
+    lines = p.stdout.splitlines()
+    assert lines[2].split()[0] == "class"
+    n = len(m["tiou"])
+    shown = {r.rsplit(maxsplit=n + 1)[0]: r.rsplit(maxsplit=n + 1)[1:] for r in lines[3:]}
+    assert set(shown) == set(m["per_class"])
+    for label, aps in m["per_class"].items():
+        want = [100 * a for a in aps] + [100 * sum(aps) / n]
+        assert [float(x) for x in shown[label]] == pytest.approx(want, abs=0.006)
     # results named v_<id> (from the files) count for <id> exactly as if named so
     data = json.loads(results.read_text())
     data["results"] = {k[2:]: v for k, v in data["results"].items()}
