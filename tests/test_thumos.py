@@ -180,6 +180,10 @@ def test_mini_thumos14_from_official_files_to_evaluated_stream(thumos, tmp_path)
             "--set", "model.max_reach=16",
             "--run-dir", str(run), "--device", "cpu")  # fmt: skip
     ckpt = p.stdout.strip().splitlines()[-1].split("checkpoint ", 1)[1]
+    # validation during training scores at the config's THUMOS14 thresholds too
+    validation = json.loads((run / "metrics.json").read_text())
+    assert validation["validation"]["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert "val_mAP@0.3" in validation["epochs"][-1]
 
     bundle = tmp_path / "bundle"
     cli("lofi-export", ckpt, str(bundle))

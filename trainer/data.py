@@ -191,7 +191,7 @@ def untrimmed(cfg: Config) -> tuple[GroundTruth, GroundTruth, FrameCache, list[s
         if not value:
             raise LofiError(f"config needs data.{key}")
     gt = load_ground_truth(d.annotations)
-    cache = FrameCache(d.cache)
+    cache = FrameCache(d.cache, d.workers)
     used = {v: i for v, i in gt.videos.items() if i.subset in ("training", "validation")}
     gt = cached_only(GroundTruth(used, gt.labels), cache)
     return gt.subset("training"), gt.subset("validation"), cache, gt.labels

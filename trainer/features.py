@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from lofi.cpp_ext import lofi_sample
 from lofi.runtime.annotations import GroundTruth
-from lofi.runtime.evaluation import TIOU_PRESETS, MapReport, evaluate
+from lofi.runtime.evaluation import MapReport, evaluate, parse_tiou
 from lofi.trainer.data import FrameCache, SnippetSpec, Window
 from lofi.trainer.run import bar
 from lofi.trainer.schema import Config
@@ -103,8 +103,9 @@ def evaluate_head(
         n_frames = len(cache.frames(vid))
         grid, _ = spec.grid(cache.fps, n_frames, 1)
         segments += kind.detect(f, grid, n_frames / cache.fps, labels, vid)
-    return evaluate(gt, segments, TIOU_PRESETS["anet"])
+    return evaluate(gt, segments, parse_tiou(cfg.data.tiou))
 
 
 def map_values(report: MapReport) -> dict[str, float]:
-    return {"val_mAP@0.5": report.mAP[0], "val_avg_mAP": report.average_mAP}
+    """The first threshold's mAP (0.5 for ActivityNet, 0.3 for THUMOS14) and the average."""
+    return {f"val_mAP@{report.tiou[0]:g}": report.mAP[0], "val_avg_mAP": report.average_mAP}

@@ -52,14 +52,14 @@ class PretrainStage(Stage):
                 if not value:
                     raise LofiError(f"config needs data.{key} for pretrain.source=segments")
             gt = load_ground_truth(d.annotations)
-            self.cache = FrameCache(d.cache)
+            self.cache = FrameCache(d.cache, d.workers)
             pick = segment_clips
         elif self.s.source == "clips":
             for key, value in (("clips", d.clips), ("clip_cache", d.clip_cache)):
                 if not value:
                     raise LofiError(f"config needs data.{key}")
             gt = load_ground_truth(d.clips)
-            self.cache = FrameCache(d.clip_cache)
+            self.cache = FrameCache(d.clip_cache, d.workers)
             pick = trimmed_clips
         else:
             raise LofiError(f"pretrain.source must be clips or segments, not {self.s.source!r}")

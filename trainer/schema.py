@@ -73,6 +73,10 @@ class DataConfig:
     mode: str = opt("window", choices=("window", "resize"))
     mean: list[float] = opt([0.45, 0.45, 0.45], length=3)
     std: list[float] = opt([0.225, 0.225, 0.225], length=3, **POSITIVE)
+    # validation thresholds: anet (0.5:0.05:0.95), thumos (0.3:0.1:0.7) or a list like 0.3,0.5
+    tiou: str = opt("anet", pattern=r"anet|thumos|[0-9.]+(,[0-9.]+)*")
+    # frame-decoding processes (JPEG caches) per trainer process; default min(8, cores)
+    workers: int | None = opt(None, low=1)
 
 
 @dataclass
