@@ -28,23 +28,25 @@ def _checkpoint(tmp_path, backbone: str):
     payload = {"stage": "head", "config": cfg.to_dict(), "labels": ["a", "b", "c"], "fps": 8.0}
     payload.update(input_size=[32, 32], encoder=enc.state_dict(), head=head.state_dict())
     save_checkpoint(path, payload)
-    return path
+    return path, enc.out_dim
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v2"])
 def test_encoder_and_head_export_with_parity(tmp_path, backbone):
     from lofi.export.bundle_writer import export_bundle
 
-    bundle, parity = export_bundle(_checkpoint(tmp_path, backbone), tmp_path / "b")
+    ckpt, dim = _checkpoint(tmp_path, backbone)
+    bundle, parity = export_bundle(ckpt, tmp_path / "b")
     assert parity["ok"] and parity["encoder_max_abs_err"] <= 1e-4, parity
     assert parity["head_max_abs_err"] <= 1e-4, parity
+    assert json.loads((bundle / "manifest.json").read_text())["encoder"]["feature_dim"] == dim
     BundleModels(bundle)  # the runtime accepts it
 
 
 def test_fp16_parity_is_recorded(tmp_path):
     from lofi.export.bundle_writer import export_bundle
 
-    bundle, parity = export_bundle(_checkpoint(tmp_path, "resnet18"), tmp_path / "b", fp16=True)
+    bundle, parity = export_bundle(_checkpoint(tmp_path, "resnet18")[0], tmp_path / "b", fp16=True)
     recorded = json.loads((bundle / "parity.json").read_text())
     assert recorded == parity and recorded["precision"] == "fp16" and recorded["ok"]
     assert 0 < recorded["encoder_max_abs_err"] <= recorded["tolerance"] == 5e-2

@@ -16,17 +16,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from lofi.runtime.errors import LofiError
+from lofi.trainer.fidelity import SCHEDULES, SQRT2
 
-SCHEDULES = (
-    "full",
-    "S",
-    "T",
-    "ST",
-    "long_cycle",
-    "short_cycle",
-    "multigrid_long",
-    "multigrid_short",
-)
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 
 
@@ -158,7 +149,7 @@ class LofiConfig:
     schedule: str = opt("long_cycle", choices=SCHEDULES)
     s_ratio: float = opt(2.0, low=1)
     t_ratio: int = opt(4, low=1)
-    st_ratio: list[float] = opt([2, 1.4142135623730951], length=2, low=1)
+    st_ratio: list[float] = opt([2, SQRT2], length=2, low=1)
     short_every: int = opt(16, low=1)
     freeze_bn: bool = True
     crop_scale: list[float] | None = opt([0.8, 1.0], length=2, low=0, high=1, open_low=True)
