@@ -87,7 +87,7 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     type=click.Choice(DECODERS),
     default="cpu",
     show_default=True,
-    help="Video decoding: on the CPU, or on the GPU's NVDEC (FFmpeg's CUDA hwaccel).",
+    help="Video decoding: cpu; nvdec (the GPU's NVDEC: files through PyNvVideoCodec when it is installed, else FFmpeg's CUDA hwaccel; never a silent CPU fallback); auto (files through PyNvVideoCodec when it is installed, CPU otherwise).",
 )
 @cli_errors
 def stream_cli(

@@ -9,11 +9,13 @@ import time
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.reformatter import VideoReformatter
+from lofi.runtime import nvcodec
 from lofi.runtime.errors import LofiError
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -46,16 +48,21 @@ def _mp4_index_missing(path: Path) -> bool:
         return not first
 
 
-DECODERS = ("cpu", "nvdec")
+DECODERS = ("cpu", "nvdec", "auto")
+
+
+def _check_decode(decode: str) -> None:
+    if decode not in DECODERS:
+        raise LofiError(f"--decode must be one of {', '.join(DECODERS)}, not {decode!r}")
 
 
 def _hwaccel(decode: str) -> HWAccel | None:
-    """NVDEC through FFmpeg's CUDA hwaccel inside PyAV: the same demuxing, timestamps, fault
-    handling and scaler as CPU decoding, frames downloaded to system memory. No silent fallback
-    to the CPU: a machine without a usable NVIDIA GPU is refused."""
-    if decode not in DECODERS:
-        raise LofiError(f"--decode must be one of {', '.join(DECODERS)}, not {decode!r}")
-    if decode == "cpu":
+    """NVDEC through FFmpeg's CUDA hwaccel inside PyAV (for `nvdec` where PyNvVideoCodec is not
+    used): the same demuxing, timestamps, fault handling and scaler as CPU decoding, frames
+    downloaded to system memory. No silent fallback to the CPU: a machine without a usable
+    NVIDIA GPU is refused. `auto` never asks FFmpeg for a device."""
+    _check_decode(decode)
+    if decode != "nvdec":
         return None
     if "cuda" not in hwdevices_available():
         raise LofiError("--decode nvdec: this FFmpeg (PyAV's) has no CUDA hwaccel")
@@ -172,10 +179,13 @@ class VideoReader:
         """Seconds decoded so far (the whole video once iteration has finished)."""
         return self.frames_out / self.fps
 
-    def _convert(self, frame: av.VideoFrame) -> np.ndarray:
+    def _convert(self, frame: av.VideoFrame | np.ndarray) -> np.ndarray:
         """RGB at the reader's size by FFmpeg's scaler. One reformatter per reader keeps one
         scaler context: `frame.to_ndarray(width=, height=)` builds a new one per frame, which
-        cost 20-40x more than the conversion itself (same pixels)."""
+        cost 20-40x more than the conversion itself (same pixels). NVDEC's RGB frames go
+        through the same scaler."""
+        if isinstance(frame, np.ndarray):
+            frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
         h, w = self.size if self.size is not None else (frame.height, frame.width)
         return self._reformatter.reformat(frame, width=w, height=h, format="rgb24").to_ndarray()
 
@@ -216,8 +226,39 @@ class VideoReader:
             else:
                 self.cut_short = f"read failed: {reason}"
 
+    def _pyav_frames(
+        self, container: av.container.InputContainer, stream: av.VideoStream
+    ) -> Iterator[tuple[float, float, av.VideoFrame]]:
+        """(seconds, duration, frame) from PyAV's decoder (CPU, or FFmpeg's CUDA hwaccel)."""
+        for frame in self._packets(container, stream):
+            if frame.time is None:
+                continue
+            dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
+            if dur <= 0 and stream.average_rate:
+                dur = 1.0 / float(stream.average_rate)
+            yield frame.time, dur, frame
+
+    def _nv_frames(self, nvc: ModuleType) -> Iterator[tuple[float, float, np.ndarray]]:
+        """(seconds, duration, RGB frame) from PyNvVideoCodec's NVDEC decoder."""
+        source = nvcodec.NvFrames(nvc, self.source)
+
+        def broken(run: int) -> bool:
+            self.corrupt = source.corrupt
+            if run >= MAX_CORRUPT_RUN:
+                self.cut_short = f"decoding failed: {run} corrupt packets in a row"
+                return True
+            return False
+
+        for t, rgb in source.frames(broken):
+            self.corrupt = source.corrupt
+            yield t, source.frame_seconds, rgb
+        self.corrupt = source.corrupt
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        container = _open(self.source, self.timeout, self.open_timeout, self.decode)
+        _check_decode(self.decode)
+        nvc = nvcodec.load() if self.decode != "cpu" and self.is_file else None
+        decode = "cpu" if self.decode == "auto" and nvc is None else self.decode
+        container = _open(self.source, self.timeout, self.open_timeout, "cpu" if nvc else decode)
         try:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
@@ -227,39 +268,43 @@ class VideoReader:
             origin = None
             if stream.start_time is not None and stream.time_base is not None:
                 origin = float(stream.start_time * stream.time_base)
-            step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
-            prev: av.VideoFrame | None = None
-            shown: np.ndarray | None = None  # prev converted, once it is first shown
-            prev_end = 0.0
-            for frame in self._packets(container, stream):
-                if frame.time is None:
-                    continue
-                if origin is None:
-                    origin = frame.time
-                t = frame.time - origin
-                while prev is not None and float(self.frames_out * step) < t:
-                    if shown is None:
-                        shown = self._convert(prev)
-                    self.frames_out += 1
-                    yield shown
-                prev, shown = frame, None
-                dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
-                if dur <= 0 and stream.average_rate:
-                    dur = 1.0 / float(stream.average_rate)
-                prev_end = t + dur
-            if prev is None:
-                raise LofiError(f"no decodable video frames in {self.source}")
-            if shown is None:
-                shown = self._convert(prev)
-            while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
-                self.frames_out += 1
-                yield shown
-            said = self.announced
-            if self.is_file and not self.truncated and said - prev_end > 0.5 + 2 / self.fps:
-                self.truncated = f"ends at {prev_end:.1f} s of the {said:.1f} s announced"
+            if nvc is not None:
+                container.close()  # only its header was needed: PyNvVideoCodec demuxes itself
+                timed = self._nv_frames(nvc)
+            else:
+                timed = self._pyav_frames(container, stream)
+            yield from self._sample(timed, origin)
         finally:
             container.close()
             self.ended = True
+
+    def _sample(self, timed: Iterable[tuple[float, float, object]], origin: float | None):
+        """Output frame n is the decoded frame on screen at n/fps seconds after `origin`."""
+        step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
+        prev = None
+        shown: np.ndarray | None = None  # prev converted, once it is first shown
+        prev_end = 0.0
+        for time_, dur, frame in timed:
+            if origin is None:
+                origin = time_
+            t = time_ - origin
+            while prev is not None and float(self.frames_out * step) < t:
+                if shown is None:
+                    shown = self._convert(prev)
+                self.frames_out += 1
+                yield shown
+            prev, shown = frame, None
+            prev_end = t + dur
+        if prev is None:
+            raise LofiError(f"no decodable video frames in {self.source}")
+        if shown is None:
+            shown = self._convert(prev)
+        while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
+            self.frames_out += 1
+            yield shown
+        said = self.announced
+        if self.is_file and not self.truncated and said - prev_end > 0.5 + 2 / self.fps:
+            self.truncated = f"ends at {prev_end:.1f} s of the {said:.1f} s announced"
 
 
 def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -32,9 +32,9 @@ class Event:
 class Localizer:
     """A bundle loaded once, run on any number of sources (files, URLs, cameras).
 
-    `device`: cpu, cuda, ort-trt or trt, as `lofi-stream --device`; `decode`: cpu or nvdec. A source that cannot be
-    opened or fails raises `LofiError`; a damaged or cut-short one warns (`RuntimeWarning`) and
-    keeps what could be read. `stats` holds the last run's stats (as `lofi-stream --stats`)."""
+    `device`: cpu, cuda, ort-trt or trt, as `lofi-stream --device`; `decode`: cpu, nvdec or
+    auto, as `lofi-stream --decode`. A source that cannot be opened or fails raises `LofiError`;
+    a damaged or cut-short one warns (`RuntimeWarning`) and keeps what could be read. `stats` holds the last run's stats (as `lofi-stream --stats`)."""
 
     def __init__(
         self,

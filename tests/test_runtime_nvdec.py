@@ -1,5 +1,6 @@
-"""--decode nvdec: FFmpeg's CUDA hwaccel inside PyAV, never a silent CPU fallback; refused in
-one line where no NVIDIA GPU can be used; on a GPU, the same frames as CPU decoding."""
+"""--decode nvdec without PyNvVideoCodec: FFmpeg's CUDA hwaccel inside PyAV, never a silent CPU
+fallback; refused in one line where no NVIDIA GPU can be used; on a GPU, the same frames as CPU
+decoding (test_runtime_nvcodec covers the PyNvVideoCodec path)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from lofi.runtime import decode
+from lofi.runtime import decode, nvcodec
 from lofi.runtime.decode import VideoReader, read_video
 
 from tests.test_reliability_stream import lines, run_stream
@@ -26,6 +27,7 @@ def test_nvdec_asks_ffmpeg_for_cuda_without_a_software_fallback(monkeypatch, tin
 
     monkeypatch.setattr(decode.av, "open", fake_open)
     monkeypatch.setattr(decode, "HWAccel", lambda *args, **kw: (args, kw))
+    monkeypatch.setattr(nvcodec, "load", lambda: None)
     video = tiny_synth / "videos" / "synth_val_0000.mp4"
     frames = list(VideoReader(video, 8.0, (32, 32), decode="nvdec"))
     assert asked == [(("cuda",), {"allow_software_fallback": False})]
