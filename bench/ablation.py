@@ -9,6 +9,7 @@ result.json, so an interrupted ablation continues where it stopped.
 
     python bench/ablation.py --out bench/results/ablation --seeds 0 1 2
     python bench/ablation.py --preset tiny --out /tmp/abl --seeds 0   # a minute, a smoke test
+    python bench/ablation.py --out bench/results/ablation --report    # tables of finished rows
 """
 
 from __future__ import annotations
@@ -196,16 +197,73 @@ def summarise(results: dict[int, dict[str, dict]]) -> dict:
             "activation_MiB": (runs[0]["activation_bytes"] or 0) / 2**20,
             "wall_s": statistics.mean(x["wall_s"] for x in runs),
         }
-    paired = [
-        100 * (r["long_cycle"]["average_mAP"] - r["ACP"]["average_mAP"])
-        for r in results.values()
-        if "long_cycle" in r and "ACP" in r
-    ]
-    out = {"table": table}
-    if paired:
-        mean, half = t_interval(paired)
-        out["long_minus_ACP_avg_mAP"] = {"diffs": paired, "mean": mean, "ci95": half}
+    out: dict = {"table": table, "paired_avg_mAP": {}}
+    for row in ROWS:
+        base = baseline(row)
+        diffs = [
+            100 * (r[row]["average_mAP"] - r[base]["average_mAP"])
+            for r in results.values()
+            if row in r and base in r and row != base
+        ]
+        if diffs:
+            mean, half = t_interval(diffs)
+            out["paired_avg_mAP"][f"{row} - {base}"] = {"diffs": diffs, "mean": mean, "ci95": half}
     return out
+
+
+def baseline(row: str) -> str:
+    """What a row is compared with: ACP with the same head."""
+    return "ACP/gtad" if row.endswith("/gtad") else "ACP"
+
+
+def markdown(results: dict[int, dict[str, dict]], summary: dict) -> str:
+    """The BENCHMARKS tables: rows with mean ± std, paired differences, per-class APs."""
+    lines = [
+        "| row | seeds | mAP@0.5 | 0.75 | 0.95 | avg | rotate cw / ccw AP (avg) "
+        "| activations / step (MiB) | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    per_class: dict[str, dict[str, float]] = {}
+    for row, t in summary["table"].items():
+        runs = [r[row] for r in results.values() if row in r]
+        classes = runs[0]["per_class"]
+        per_class[row] = {
+            c: statistics.mean(100 * statistics.mean(x["per_class"][c]) for x in runs)
+            for c in classes
+        }
+        cells = [f"{t[k][0]:.1f} ± {t[k][1]:.1f}" for k in (*TIOUS_SHOWN, "avg")]
+        cells[-1] = f"**{cells[-1]}**"
+        act = f"{t['activation_MiB']:.0f}" if t["activation_MiB"] else "-"
+        v = per_class[row]
+        pair = f"{v['rotate_cw']:.1f} / {v['rotate_ccw']:.1f}" if "rotate_ccw" in v else "-"
+        lines.append(
+            f"| {row} | {t['n']} | {' | '.join(cells)} | {pair} | {act} | {t['wall_s']:.0f} |"
+        )
+    lines.append("")
+    for name, d in summary["paired_avg_mAP"].items():
+        diffs = ", ".join(f"{x:+.2f}" for x in d["diffs"])
+        lines.append(f"- {name}: [{diffs}], mean {d['mean']:+.2f} ± {d['ci95']:.2f} (95 % t)")
+    lines.append("")
+    classes = list(next(iter(per_class.values())))
+    lines.append("| row | " + " | ".join(classes) + " |")
+    lines.append("|---|" + "---|" * len(classes))
+    for row, v in per_class.items():
+        lines.append(f"| {row} | " + " | ".join(f"{v[c]:.1f}" for c in classes) + " |")
+    return "\n".join(lines)
+
+
+def load_results(out: Path) -> dict[int, dict[str, dict]]:
+    """Every finished row's result.json under `out` (seed folders), for --report."""
+    results: dict[int, dict[str, dict]] = {}
+    for seed_dir in sorted(out.glob("seed*")):
+        rows = {}
+        for row in ROWS:
+            f = seed_dir / row.replace("/", "-") / "result.json"
+            if f.is_file():
+                rows[row] = json.loads(f.read_text())
+        if rows:
+            results[int(seed_dir.name[4:])] = rows
+    return results
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -217,10 +275,14 @@ def plot(summary: dict, path: Path) -> None:
     rows = list(summary["table"])
     means = [summary["table"][r]["avg"][0] for r in rows]
     stds = [summary["table"][r]["avg"][1] for r in rows]
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.bar(rows, means, yerr=stds, capsize=4, color="#4c72b0")
+    colours = ["#dd8452" if r.endswith("/gtad") else "#4c72b0" for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.bar(rows, means, yerr=stds, capsize=4, color=colours)
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
     ax.set_ylabel("average mAP (%)")
-    ax.set_title("Synth-TAL ablation (mean and std over seeds)")
+    ax.set_title("Synth-TAL ablation (mean and std over seeds; orange: G-TAD head)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -233,7 +295,18 @@ def main() -> None:
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     ap.add_argument("--preset", default="full", choices=list(PRESETS))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
+    ap.add_argument(
+        "--report",
+        action="store_true",
+        help="train nothing: summarise the finished rows under --out (JSON, chart, tables)",
+    )
     args = ap.parse_args()
+    if args.report:
+        results = load_results(args.out)
+        if not results:
+            raise SystemExit(f"error: {args.out}: no seed*/ROW/result.json to report")
+        write_summary(results, args.out)
+        return
     preset = PRESETS[args.preset]
     results: dict[int, dict[str, dict]] = {}
     for seed in args.seeds:
@@ -249,10 +322,15 @@ def main() -> None:
                 f"({time.perf_counter() - t:.0f}s)",
                 flush=True,
             )
+    write_summary(results, args.out)
+
+
+def write_summary(results: dict[int, dict[str, dict]], out: Path) -> None:
+    """summary.json, ablation.png and the markdown tables (printed)."""
     summary = summarise(results)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    plot(summary, args.out / "ablation.png")
-    print(json.dumps(summary, indent=1))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    plot(summary, out / "ablation.png")
+    print(markdown(results, summary))
 
 
 if __name__ == "__main__":

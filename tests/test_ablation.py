@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,8 +32,16 @@ def test_ablation_rows_summary_and_resume(tmp_path):
     assert summary["table"]["long_cycle"]["n"] == 2
     assert summary["table"]["long_cycle"]["activation_MiB"] > 0
     assert summary["table"]["ACP"]["activation_MiB"] == 0  # no end-to-end step to measure
-    pair = summary["long_minus_ACP_avg_mAP"]
+    pair = summary["paired_avg_mAP"]["long_cycle - ACP"]
     assert len(pair["diffs"]) == 2
+    seeds = [
+        json.loads((tmp_path / f"seed{s}" / r / "result.json").read_text())
+        for s in (0, 1)
+        for r in ("long_cycle", "ACP")
+    ]
+    want = [100 * (seeds[i]["average_mAP"] - seeds[i + 1]["average_mAP"]) for i in (0, 2)]
+    assert pair["diffs"] == pytest.approx(want)
+    assert "| long_cycle | 2 |" in first.stdout and "- long_cycle - ACP: [" in first.stdout
     assert (tmp_path / "ablation.png").stat().st_size > 0
     done = tmp_path / "seed1" / "long_cycle" / "result.json"
     stamp = done.stat().st_mtime
@@ -40,3 +50,12 @@ def test_ablation_rows_summary_and_resume(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert done.stat().st_mtime == stamp  # finished rows are read back, not retrained
     assert time.perf_counter() - t < 60
+    (tmp_path / "summary.json").unlink()
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ablation.py"), "--out", str(tmp_path), "--report"],
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert "| long_cycle | 2 |" in report.stdout and report.stdout in again.stdout
