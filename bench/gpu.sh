@@ -11,7 +11,9 @@
 #   bash bench/gpu.sh [all|tests|kernels|memory]    (default all; parts fit shorter leases)
 # JSON lands in bench/results/*-cuda*.json, also copied to $OUT when set; gpu-summary-cuda.json
 # records the device, each step's exit status and seconds. Exit status 1 if any step failed.
-# The GPU image has torch but no PyAV: wheels downloaded here into .gpu-wheels are installed.
+# The GPU image has torch but no PyAV: wheels downloaded here into .gpu-wheels are installed
+# (av, and PyNvVideoCodec for the NVDEC test: `pip download av PyNvVideoCodec --python-version
+# 3.12 --only-binary=:all: --platform manylinux_2_28_x86_64 --no-deps -d .gpu-wheels`, ~61 MB).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 part="${1:-all}"

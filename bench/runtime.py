@@ -8,7 +8,8 @@
    run one after another, in one process and as four `lofi-stream` runs.
 3. Peak RSS of `lofi-stream` (a fresh process each) on the video and on it repeated 10 times.
 4. Event latency percentiles (wall-clock, last frame's arrival to emission) from the runs.
-5. ONNX Runtime thread count and spinning on this machine (what the runtime's defaults rest on).
+5. The runtime's plan (`pipeline.plan`: ONNX Runtime threads, decoder threads, encoder batch)
+   against each of its choices changed alone and against both libraries' defaults.
 
 The sides alternate within each repeat (order flipped every repeat) and medians are reported,
 so drift in the machine's load hits both. Uses the demo's trained bundle and checkpoint when
@@ -35,7 +36,7 @@ import av
 import torch
 from lofi.runtime.decode import read_video
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, stream_sources
+from lofi.runtime.pipeline import Options, plan, stream_sources
 from lofi.runtime.postprocess import detect
 
 DEMO_CONFIG = Path(str(files("lofi.configs") / "demo.yaml"))
@@ -129,6 +130,13 @@ class TorchOffline:
         return detect(outputs, m, n, len(frames) / m.grid.fps, video.stem)
 
 
+def stream_with(bundle: Path, video: Path, threads: int, spin: bool, decoder: int, batch: int):
+    """One streaming run of `video` with these knobs, as a callable."""
+    models = BundleModels(bundle, threads=threads, spin=spin)
+    options = Options(decoder_threads=decoder, encoder_batch=batch)
+    return lambda: stream_sources(models, [str(video)], quiet=True, options=options)
+
+
 def same_segments(a: list, b: list, tol: float = 1e-3) -> bool:
     """Same labels in the same order, bounds within `tol` s (ONNX Runtime and PyTorch differ in
     float rounding)."""
@@ -197,7 +205,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     info = machine()
     ckpt, bundle = model_files(args.work, args.demo)
-    models = BundleModels(bundle)
+    models = BundleModels(bundle, threads=plan("cpu", 1).ort_threads)
     m = models.manifest
     video = render(
         args.work / f"synth-{args.minutes:g}min.mp4", args.minutes, (m.height, m.width), m.grid.fps
@@ -232,9 +240,10 @@ def main() -> None:
         if not copy.is_file():
             copy.write_bytes(video.read_bytes())
         copies.append(str(copy))
+    shared = BundleModels(bundle, threads=plan("cpu", args.streams).ort_threads)
     sources = {
         "one_process_parallel": lambda: stream_sources(
-            models, copies, quiet=True, options=Options(parallel=args.streams)
+            shared, copies, quiet=True, options=Options(parallel=args.streams)
         ),
         "sequential": lambda: stream_sources(models, copies, quiet=True),
         "sequential_processes": lambda: [lofi_stream([c], bundle, args.work) for c in copies],
@@ -262,20 +271,22 @@ def main() -> None:
     memory["ratio"] = round(memory["10x"]["peak_rss_mib"] / memory["1x"]["peak_rss_mib"], 3)
     print("memory:", json.dumps(memory))
 
-    settings = {
-        f"threads={t},spin={'on' if s else 'off'}": (t, s)
-        for t, s in [(0, False), (0, True), (1, False), (2, False)]
+    chosen = plan("cpu", 1)
+    settings = {  # name: (ONNX Runtime threads, spinning, decoder threads, encoder batch)
+        "plan": (chosen.ort_threads, False, chosen.decoder_threads, chosen.encoder_batch),
+        "ort_threads=0": (0, False, chosen.decoder_threads, chosen.encoder_batch),
+        "ort_threads=2": (2, False, chosen.decoder_threads, chosen.encoder_batch),
+        "spin=on": (chosen.ort_threads, True, chosen.decoder_threads, chosen.encoder_batch),
+        "decoder_threads=0": (chosen.ort_threads, False, 0, chosen.encoder_batch),
+        "batch=16": (chosen.ort_threads, False, chosen.decoder_threads, 16),
+        "library_defaults": (0, False, 0, 16),
     }
-    variants = {name: BundleModels(bundle, threads=t, spin=s) for name, (t, s) in settings.items()}
     runs = interleaved(
-        {
-            name: (lambda mm=mm: stream_sources(mm, [str(video)], quiet=True))
-            for name, mm in variants.items()
-        },
+        {name: stream_with(bundle, video, *knobs) for name, knobs in settings.items()},
         args.repeats,
     )
     ort_settings = {name: median(r) for name, r in runs.items()}
-    print("ort settings:", json.dumps(ort_settings))
+    print("plan against alternatives:", json.dumps(ort_settings))
 
     info["load_average_at_end"] = os.getloadavg()
     report = {
@@ -293,7 +304,8 @@ def main() -> None:
         "ort_stream_vs_torch_eager_offline": inference,
         "streams_in_one_process_vs_sequential": streams,
         "peak_rss": memory,
-        "ort_threads_and_spinning_seconds": ort_settings,
+        "plan": vars(chosen),
+        "plan_against_alternatives_seconds": ort_settings,
         "acceptance": {
             "ort_stream_speedup_ge_1.5": inference["speedup"] >= 1.5,
             "parallel_throughput_ge_1.5x_in_process": streams["throughput_ratio"] >= 1.5,

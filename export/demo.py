@@ -18,7 +18,7 @@ from lofi.runtime.decode import read_video
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import stream_sources
+from lofi.runtime.pipeline import plan, stream_sources
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
 
@@ -112,7 +112,7 @@ def main(out, config_path, seed, overrides, small) -> None:
     gt = load_ground_truth(syn / "annotations.json")
     val = gt.subset("validation")
     sources = [str(syn / "videos" / f"{v}.mp4") for v in val.videos]
-    models = BundleModels(bundle)
+    models = BundleModels(bundle, threads=plan("cpu", 1).ort_threads)
     with open(out / "events.jsonl", "w") as events:
         results, stats = stream_sources(models, sources, out=events)
     preds = [s for segs in results.values() for s in segs]

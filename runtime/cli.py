@@ -12,7 +12,7 @@ from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES, BundleModels
-from lofi.runtime.pipeline import Options, stream_sources
+from lofi.runtime.pipeline import Options, plan, stream_sources
 from lofi.runtime.signals import graceful_stop
 from lofi.runtime.sources import expand_sources
 
@@ -32,7 +32,12 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     type=click.Path(),
     help="Write stats (JSON): per-stage throughput, latency, queues, memory, per source.",
 )
-@click.option("--threads", type=int, default=0, help="Intra-op threads (0: library default).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    help="ONNX Runtime intra-op threads (0: on the CPU, the cores the decode threads leave).",
+)
 @click.option(
     "--spin/--no-spin",
     default=False,
@@ -77,10 +82,10 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 )
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Snippets per encoder call at most.",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Snippets per encoder call at most (0: 4 on the CPU, where they stay in cache; 16 on a "
+    "GPU).",
 )
 @click.option(
     "--decode",
@@ -125,7 +130,7 @@ def stream_cli(
     A G-TAD bundle (whole-video head) reads each file to its end, then prints all its events
     (emitted_at = the video's duration); it refuses live sources (URLs, cameras).
     """
-    models = BundleModels(bundle, device, threads, spin)
+    models = BundleModels(bundle, device, threads or plan(device, parallel).ort_threads, spin)
     opts = Options(
         parallel=parallel,
         encoder_batch=batch,

@@ -6,7 +6,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -146,7 +146,13 @@ class VideoReader:
       point (a truncated faststart MP4, MKV, MPEG-TS), ends with `truncated` set to the reason:
       everything readable is kept;
     - a source that stalls (no data for `timeout` seconds), a live source whose read fails, or
-      `MAX_CORRUPT_RUN` undecodable packets in a row end with `cut_short` set to the reason."""
+      `MAX_CORRUPT_RUN` undecodable packets in a row end with `cut_short` set to the reason.
+
+    `threads`: decoder threads (0: FFmpeg's frame threading with its own count; 1: decoding on
+    the calling thread only, which leaves the other cores to inference). `keep(n)`: whether
+    output frame n is needed; frames it rejects are yielded as None without being converted,
+    except the last (snippets that run past a video's end repeat it), so one frame is held back
+    until the next is known."""
 
     def __init__(
         self,
@@ -156,9 +162,13 @@ class VideoReader:
         timeout: float = READ_TIMEOUT,
         open_timeout: float | None = None,
         decode: str = "cpu",
+        threads: int = 0,
+        keep: Callable[[int], bool] | None = None,
     ):
         self.source = str(source)
         self.decode = decode
+        self.threads = threads
+        self.keep = keep
         self.fps = float(fps)
         self.size = size
         self.timeout = float(timeout)
@@ -263,7 +273,11 @@ class VideoReader:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            if self.threads == 1:
+                stream.thread_count = 1
+            else:
+                stream.thread_type = "AUTO"
+                stream.thread_count = self.threads
             self.announced = _header_duration(container, stream) if self.is_file else 0.0
             origin = None
             if stream.start_time is not None and stream.time_base is not None:
@@ -273,38 +287,57 @@ class VideoReader:
                 timed = self._nv_frames(nvc)
             else:
                 timed = self._pyav_frames(container, stream)
-            yield from self._sample(timed, origin)
+            yield from self._converted(self._sample(timed, origin))
         finally:
             container.close()
             self.ended = True
 
     def _sample(self, timed: Iterable[tuple[float, float, object]], origin: float | None):
-        """Output frame n is the decoded frame on screen at n/fps seconds after `origin`."""
+        """The decoded frame (unconverted) on screen at each n/fps seconds after `origin`."""
         step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
         prev = None
-        shown: np.ndarray | None = None  # prev converted, once it is first shown
         prev_end = 0.0
         for time_, dur, frame in timed:
             if origin is None:
                 origin = time_
             t = time_ - origin
             while prev is not None and float(self.frames_out * step) < t:
-                if shown is None:
-                    shown = self._convert(prev)
                 self.frames_out += 1
-                yield shown
-            prev, shown = frame, None
+                yield prev
+            prev = frame
             prev_end = t + dur
         if prev is None:
             raise LofiError(f"no decodable video frames in {self.source}")
-        if shown is None:
-            shown = self._convert(prev)
         while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
             self.frames_out += 1
-            yield shown
+            yield prev
         said = self.announced
         if self.is_file and not self.truncated and said - prev_end > 0.5 + 2 / self.fps:
             self.truncated = f"ends at {prev_end:.1f} s of the {said:.1f} s announced"
+
+    def _converted(self, shown: Iterator[object]) -> Iterator[np.ndarray | None]:
+        """RGB frames, each decoded frame converted once however many instants show it; with
+        `keep`, only the frames it asks for and the last."""
+        last_src, last_rgb = None, None
+
+        def rgb(src: object) -> np.ndarray:
+            nonlocal last_src, last_rgb
+            if src is not last_src:
+                last_src, last_rgb = src, self._convert(src)
+            return last_rgb
+
+        if self.keep is None:
+            for src in shown:
+                yield rgb(src)
+            return
+        n, held = 0, None
+        for src in shown:
+            if held is not None:
+                yield rgb(held) if self.keep(n) else None
+                n += 1
+            held = src
+        if held is not None:
+            yield rgb(held)
 
 
 def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:

@@ -12,7 +12,7 @@ from lofi.runtime.annotations import Segment
 from lofi.runtime.decode import READ_TIMEOUT
 from lofi.runtime.errors import LofiError
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, Pipeline
+from lofi.runtime.pipeline import Options, Pipeline, plan
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,20 @@ class Localizer:
 
     `device`: cpu, cuda, ort-trt or trt, as `lofi-stream --device`; `decode`: cpu, nvdec or
     auto, as `lofi-stream --decode`. A source that cannot be opened or fails raises `LofiError`;
-    a damaged or cut-short one warns (`RuntimeWarning`) and keeps what could be read. `stats` holds the last run's stats (as `lofi-stream --stats`)."""
+    a damaged or cut-short one warns (`RuntimeWarning`) and keeps what could be read. `threads`
+    and `encoder_batch` at 0 are chosen for the device (`pipeline.plan`). `stats` holds the last
+    run's stats (as `lofi-stream --stats`)."""
 
     def __init__(
         self,
         bundle: str | Path,
         device: str = "cpu",
         threads: int = 0,
-        encoder_batch: int = 16,
+        encoder_batch: int = 0,
         timeout: float = READ_TIMEOUT,
         decode: str = "cpu",
     ) -> None:
-        self.models = BundleModels(bundle, device, threads)
+        self.models = BundleModels(bundle, device, threads or plan(device, 1).ort_threads)
         self.options = Options(encoder_batch=encoder_batch, timeout=timeout, decode=decode)
         self.stats: dict = {}
 

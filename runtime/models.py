@@ -57,6 +57,7 @@ class BundleModels:
         if device not in DEVICES:
             raise LofiError(f"device must be one of {', '.join(DEVICES)}")
         self.folder, self.manifest = load_manifest(bundle)
+        self.device = device
         if device == "trt":
             self.encoder: Backend = TrtBackend(_engine_for(self.folder, self.manifest, "encoder"))
             self.head_net: Backend = TrtBackend(_engine_for(self.folder, self.manifest, "head"))

@@ -11,13 +11,14 @@ so every stream's segments equal offline inference of that stream alone.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TextIO
 
 import av
@@ -52,13 +53,39 @@ STAGE_UNITS = {
 @dataclass
 class Options:
     parallel: int = 1  # sources decoded and localized at once
-    encoder_batch: int = 16  # snippets per encoder call at most
+    encoder_batch: int = 0  # snippets per encoder call at most (0: as `plan` says)
     queue_depth: int = 64  # decoded frames waiting per source at most
     timeout: float = READ_TIMEOUT  # seconds without data before a source counts as stalled
     open_timeout: float | None = None  # seconds to open a source (default: `timeout`)
     reconnect: int = 5  # reopen tries per drop of a live source
     max_delay: float = 0.5  # seconds a ready snippet waits for a fuller encoder batch
-    decode: str = "cpu"  # cpu, or nvdec (FFmpeg's CUDA hwaccel)
+    decode: str = "cpu"  # cpu, nvdec or auto (see decode.DECODERS)
+    decoder_threads: int | None = None  # per source (None: as `plan` says)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `lofi-stream` uses where the user leaves a knob at 0 (or None)."""
+
+    ort_threads: int  # ONNX Runtime intra-op threads (0: its default)
+    decoder_threads: int  # per source (0: FFmpeg's frame threading, 1: single-threaded)
+    encoder_batch: int  # snippets per encoder call at most
+
+
+def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
+    """Each source decodes on its own thread while the main thread runs the models, so the two
+    share the cores. Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md):
+    one ONNX Runtime thread and single-threaded decoding streamed fastest, and both libraries'
+    defaults (a thread per core each) were slower, oversubscribed; on the CPU a batch of 4
+    snippets keeps the encoder's activations in cache (1.31 against 1.40 ms a snippet at 16).
+    Decoders get FFmpeg's frame threading only where the cores outnumber twice the sources;
+    ONNX Runtime gets the cores the decoders leave. On a GPU ONNX Runtime keeps its default and
+    the encoder gets batches of 16."""
+    cores = cores or os.cpu_count() or 1
+    decoder = 1 if cores <= 2 * parallel else 0
+    if device != "cpu":
+        return Plan(0, decoder, 16)
+    return Plan(max(1, cores - parallel), decoder, 4)
 
 
 @dataclass
@@ -105,9 +132,17 @@ class Pipeline:
         status: TextIO | None = None,
     ) -> None:
         self.models, self.m = models, models.manifest
-        self.opts = options or Options()
-        if self.opts.parallel < 1 or self.opts.encoder_batch < 1 or self.opts.queue_depth < 1:
-            raise LofiError("--parallel, --batch and the queue depth must be at least 1")
+        o = options or Options()
+        if o.parallel < 1 or o.encoder_batch < 0 or o.queue_depth < 1:
+            raise LofiError("--parallel and the queue depth must be at least 1, --batch at least 0")
+        chosen = plan(models.device, o.parallel)
+        self.opts = replace(
+            o,
+            encoder_batch=o.encoder_batch or chosen.encoder_batch,
+            decoder_threads=chosen.decoder_threads
+            if o.decoder_threads is None
+            else o.decoder_threads,
+        )
         self.on_event, self.stop, self.error = on_event, stop, error
         self.warnings = 0
 
@@ -153,6 +188,7 @@ class Pipeline:
         size = (self.m.height, self.m.width)
         fps, o = self.m.grid.fps, self.opts
         quit_ = threading.Event()  # ends the decode thread, and a reconnect's backoff
+        threads = o.decoder_threads
         if is_live(source):
             reader: VideoReader | ReconnectingReader = ReconnectingReader(
                 source,
@@ -163,9 +199,14 @@ class Pipeline:
                 o.reconnect,
                 cancel=quit_,
                 decode=o.decode,
+                threads=threads,
             )
         else:
-            reader = VideoReader(source, fps, size, o.timeout, o.open_timeout, o.decode)
+            # snippets take only some frames (window protocol): the rest are not converted
+            keep = self.m.grid.uses if self.m.protocol == "window" else None
+            reader = VideoReader(
+                source, fps, size, o.timeout, o.open_timeout, o.decode, threads, keep
+            )
         st: _Stream | None = None
 
         def on_event(seg: Segment, now: float) -> None:

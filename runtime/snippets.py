@@ -45,6 +45,18 @@ class SnippetGrid:
         """Inverse of `time`: fractional snippet index of a time in seconds."""
         return (np.asarray(seconds) * self.fps - self.span / 2) / self.hop
 
+    def uses(self, frame: int) -> bool:
+        """Whether some snippet takes `frame` (not counting the clamp at a video's end): with
+        a hop of 4 and a frame stride of 2, only the even frames."""
+        for j in range(self.k):
+            start = frame - j * self.frame_stride
+            if start < 0:
+                break
+            i = int(start / self.hop + 1e-9)
+            if any(math.floor(c * self.hop + 1e-9) == start for c in (i, i + 1) if c >= 0):
+                return True
+        return False
+
     def last_frame_needed(self, i: int) -> int:
         return int(math.floor(i * self.hop + 1e-9)) + self.span - 1
 

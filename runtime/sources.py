@@ -87,8 +87,9 @@ class ReconnectingReader:
         max_backoff: float = 8.0,
         cancel: threading.Event | None = None,
         decode: str = "cpu",
+        threads: int = 0,
     ) -> None:
-        self.decode = decode
+        self.decode, self.threads = decode, threads
         self.source, self.fps, self.size = source, fps, size
         self.timeout, self.open_timeout = timeout, open_timeout
         self.reconnect, self.max_backoff = reconnect, max_backoff
@@ -105,7 +106,13 @@ class ReconnectingReader:
         tries, drop = 0, None  # drop: (wall time, stream seconds, reason) of the open gap
         while True:
             reader = VideoReader(
-                self.source, self.fps, self.size, self.timeout, self.open_timeout, self.decode
+                self.source,
+                self.fps,
+                self.size,
+                self.timeout,
+                self.open_timeout,
+                self.decode,
+                self.threads,
             )
             reason = None
             try:

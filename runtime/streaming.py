@@ -88,9 +88,7 @@ class StreamLocalizer:
         needs are dropped."""
         g = self.m.grid
         idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
-        clip = np.stack([self.frames[i] for i in idx.ravel()]).reshape(
-            *idx.shape, *self.frames[0].shape
-        )
+        clip = _gather(self.frames, idx)
         self.next_snippet += count
         keep_from = int(np.floor(self.next_snippet * g.hop + 1e-9))
         drop = max(0, min(keep_from, self.n_frames - 1) - self.frame_base)
@@ -200,10 +198,12 @@ class StreamLocalizer:
 
 
 def _gather(frames: Sequence[np.ndarray] | np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(n, k) frame indices -> (n, k, H, W, 3) uint8 snippets from an array or a list of frames."""
+    """(n, k) frame indices -> (n, k, H, W, 3) uint8 snippets from an array or a list of frames
+    (where frames no snippet takes may be None)."""
     if isinstance(frames, np.ndarray):
         return frames[idx]
-    return np.stack([frames[i] for i in idx.ravel()]).reshape(*idx.shape, *frames[0].shape)
+    parts = [frames[i] for i in idx.ravel()]
+    return np.stack(parts).reshape(*idx.shape, *parts[0].shape)
 
 
 def localize_gtad(

@@ -189,3 +189,14 @@ def test_time_base_comes_from_the_demuxer(monkeypatch, video):
     source = nvcodec.NvFrames(nvc, str(video))
     with av.open(str(video)) as c:
         assert source.time_base == Fraction(c.streams.video[0].time_base)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(nvcodec.load() is None, reason="needs PyNvVideoCodec (and an NVIDIA GPU)")
+def test_pynvvideocodec_on_a_gpu_decodes_what_the_cpu_decodes(video):
+    """Lossless H.264, so the only differences are NVDEC's YUV-to-RGB conversion and scaling
+    from full size: a few levels on average, never a different picture."""
+    gpu = np.stack(list(VideoReader(video, 8.0, (32, 32), decode="nvdec")))
+    cpu = read_video(video, 8.0, (32, 32))
+    assert gpu.shape == cpu.shape
+    assert np.abs(gpu.astype(int) - cpu.astype(int)).mean() < 4.0

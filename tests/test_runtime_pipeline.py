@@ -87,10 +87,11 @@ def test_parallel_streams_share_encoder_calls(tiny_bundle, long_videos):
     calls: list[int] = []
     encode = models.encode
     models.encode = lambda x: calls.append(len(x)) or encode(x)
-    _, alone = stream_sources(models, long_videos, quiet=True)
+    _, alone = stream_sources(models, long_videos, quiet=True, options=Options(encoder_batch=16))
     n_alone, snippets = len(calls), sum(calls)
     calls.clear()
-    _, shared = stream_sources(models, long_videos, quiet=True, options=Options(parallel=3))
+    options = Options(parallel=3, encoder_batch=16)
+    _, shared = stream_sources(models, long_videos, quiet=True, options=options)
     assert sum(calls) == snippets == shared["stages"]["encoder"]["snippets"]
     # each video alone ends with a partial batch; shared, the three ends can fill one call
     assert len(calls) <= n_alone and shared["encoder_batch"]["mean"] >= 15
