@@ -75,17 +75,19 @@ class Plan:
 def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     """Each source decodes on its own thread while the main thread runs the models, so the two
     share the cores. Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md):
-    one ONNX Runtime thread and single-threaded decoding streamed fastest, and both libraries'
-    defaults (a thread per core each) were slower, oversubscribed; on the CPU a batch of 4
-    snippets keeps the encoder's activations in cache (1.31 against 1.40 ms a snippet at 16).
-    Decoders get FFmpeg's frame threading only where the cores outnumber twice the sources;
-    ONNX Runtime gets the cores the decoders leave. On a GPU ONNX Runtime keeps its default and
-    the encoder gets batches of 16."""
+    one ONNX Runtime thread and single-threaded decoding streamed a 10-minute video in 1.92 s,
+    two ONNX Runtime threads in 2.32 s and both libraries' defaults (a thread per core each,
+    batches of 16) in 2.30 s, oversubscribed; on the CPU a batch of 4 snippets keeps the
+    encoder's activations in cache (1.38 against 1.44 ms a snippet at 16). Decoders get
+    FFmpeg's frame threading only where the cores outnumber twice the sources; ONNX Runtime
+    gets the cores the decoders leave, or all of them where the sources are at least as many
+    (decoders then wait on full queues, and the models must be able to use every core). On a
+    GPU ONNX Runtime keeps its default and the encoder gets batches of 16."""
     cores = cores or os.cpu_count() or 1
     decoder = 1 if cores <= 2 * parallel else 0
     if device != "cpu":
         return Plan(0, decoder, 16)
-    return Plan(max(1, cores - parallel), decoder, 4)
+    return Plan(cores - parallel if parallel < cores else cores, decoder, 4)
 
 
 @dataclass
