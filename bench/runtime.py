@@ -62,7 +62,7 @@ def model_files(work: Path, demo: Path | None) -> tuple[Path, Path]:
         head = build_head(cfg, enc.out_dim, 6)
         state = {"encoder": enc.state_dict(), "head": head.state_dict()}
         labels = [f"class_{i}" for i in range(6)]
-        meta = {"stage": "head", "config": cfg, "labels": labels, "fps": 8.0}
+        meta = {"stage": "head", "config": cfg.to_dict(), "labels": labels, "fps": 8.0}
         save_checkpoint(ckpt, {**meta, "input_size": [64, 64], **state})
         export_bundle(ckpt, bundle)
     return ckpt, bundle
