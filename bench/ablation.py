@@ -173,14 +173,25 @@ def run_row(name: str, seed_dir: Path, base: list[str], extra: list[str]) -> dic
     return res
 
 
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+
+
+def t95(df: int) -> float:
+    """Two-sided 95 % Student t quantile: the table, then the Cornish-Fisher expansion around
+    the normal's 1.96 (within 0.004 of the exact value from 9 degrees of freedom on)."""
+    if df in T95:
+        return T95[df]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
 def t_interval(diffs: list[float]) -> tuple[float, float]:
     """Mean and 95% half-width of a paired difference (Student t)."""
-    t95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
     n = len(diffs)
     mean = statistics.mean(diffs)
     if n < 2:
         return mean, math.inf
-    return mean, t95.get(n - 1, 2.262) * statistics.stdev(diffs) / math.sqrt(n)
+    return mean, t95(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
 
 
 def summarise(results: dict[int, dict[str, dict]]) -> dict:

@@ -59,3 +59,15 @@ def test_ablation_rows_summary_and_resume(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert "| long_cycle | 2 |" in report.stdout and report.stdout in again.stdout
+
+
+def test_t_quantiles_match_the_table_beyond_it():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ablation
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    exact = {2: 4.303, 8: 2.306, 9: 2.262, 12: 2.179, 20: 2.086, 30: 2.042, 120: 1.980}
+    assert {df: ablation.t95(df) for df in exact} == pytest.approx(exact, abs=0.004)
+    mean, half = ablation.t_interval([1.0, 2.0, 3.0])
+    assert (mean, half) == pytest.approx((2.0, 4.303 / 3**0.5))
