@@ -264,7 +264,7 @@ class VideoReader:
             yield t, source.frame_seconds, rgb
         self.corrupt = source.corrupt
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[np.ndarray | None]:
         _check_decode(self.decode)
         nvc = nvcodec.load() if self.decode != "cpu" and self.is_file else None
         decode = "cpu" if self.decode == "auto" and nvc is None else self.decode
