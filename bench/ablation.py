@@ -10,6 +10,7 @@ result.json, so an interrupted ablation continues where it stopped.
     python bench/ablation.py --out bench/results/ablation --seeds 0 1 2
     python bench/ablation.py --preset tiny --out /tmp/abl --seeds 0   # a minute, a smoke test
     python bench/ablation.py --out bench/results/ablation --report    # tables of finished rows
+    python bench/ablation.py --out bench/results/ablation --report --seeds 0 1 2   # those only
 """
 
 from __future__ import annotations
@@ -302,7 +303,9 @@ def plot(summary: dict, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=Path("bench/results/ablation"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument(
+        "--seeds", type=int, nargs="+", help="default: 0 1 2 (with --report: every seed found)"
+    )
     ap.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
     ap.add_argument("--preset", default="full", choices=list(PRESETS))
     ap.add_argument("--set", dest="overrides", nargs="*", default=[], help="config overrides")
@@ -314,13 +317,15 @@ def main() -> None:
     args = ap.parse_args()
     if args.report:
         results = load_results(args.out)
+        if args.seeds:
+            results = {seed: rows for seed, rows in results.items() if seed in args.seeds}
         if not results:
             raise SystemExit(f"error: {args.out}: no seed*/ROW/result.json to report")
         write_summary(results, args.out)
         return
     preset = PRESETS[args.preset]
     results: dict[int, dict[str, dict]] = {}
-    for seed in args.seeds:
+    for seed in args.seeds or [0, 1, 2]:
         seed_dir = args.out / f"seed{seed}"
         base = prepare(seed_dir, SynthConfig(seed=seed, **preset["synth"]))
         extra = [*preset["overrides"], *args.overrides, f"seed={seed}"]
