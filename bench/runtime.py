@@ -37,7 +37,7 @@ import av
 import torch
 from lofi.runtime.decode import read_video
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, plan, stream_sources
+from lofi.runtime.pipeline import Options, plan, planned_models, stream_sources
 from lofi.runtime.postprocess import detect
 
 DEMO_CONFIG = Path(str(files("lofi.configs") / "demo.yaml"))
@@ -214,7 +214,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     info = machine()
     ckpt, bundle = model_files(args.work, args.demo)
-    models = BundleModels(bundle, threads=plan("cpu", 1).ort_threads)
+    models = planned_models(bundle)
     m = models.manifest
     video = render(
         args.work / f"synth-{args.minutes:g}min.mp4", args.minutes, (m.height, m.width), m.grid.fps
@@ -250,7 +250,7 @@ def main() -> None:
         if not copy.is_file():
             copy.write_bytes(video.read_bytes())
         copies.append(str(copy))
-    shared = BundleModels(bundle, threads=plan("cpu", args.streams).ort_threads)
+    shared = planned_models(bundle, parallel=args.streams)
     sources = {
         "one_process_parallel": lambda: stream_sources(
             shared, copies, quiet=True, options=Options(parallel=args.streams)
@@ -291,17 +291,23 @@ def main() -> None:
     print("memory:", json.dumps(memory))
 
     chosen = plan("cpu", 1)
-    settings = {  # name: (ONNX Runtime threads, spinning, decoder threads, encoder batch)
-        "plan": (chosen.ort_threads, False, chosen.decoder_threads, chosen.encoder_batch),
-        "ort_threads=0": (0, False, chosen.decoder_threads, chosen.encoder_batch),
-        "ort_threads=2": (2, False, chosen.decoder_threads, chosen.encoder_batch),
-        "spin=on": (chosen.ort_threads, True, chosen.decoder_threads, chosen.encoder_batch),
-        "decoder_threads=0": (chosen.ort_threads, False, 0, chosen.encoder_batch),
-        "batch=16": (chosen.ort_threads, False, chosen.decoder_threads, 16),
-        "library_defaults": (0, False, 0, 16),
+    knobs = {
+        "threads": chosen.ort_threads,
+        "spin": False,
+        "decoder": chosen.decoder_threads,
+        "batch": chosen.encoder_batch,
+    }
+    changes = {
+        "plan": {},
+        "ort_threads=0": {"threads": 0},
+        "ort_threads=2": {"threads": 2},
+        "spin=on": {"spin": True},
+        "decoder_threads=0": {"decoder": 0},
+        "batch=16": {"batch": 16},
+        "library_defaults": {"threads": 0, "decoder": 0, "batch": 16},
     }
     runs = interleaved(
-        {name: stream_with(bundle, video, *knobs) for name, knobs in settings.items()},
+        {name: stream_with(bundle, video, **knobs | c) for name, c in changes.items()},
         args.repeats,
     )
     ort_settings = {name: median(r) for name, r in runs.items()}

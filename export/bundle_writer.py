@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 
 from lofi.export.onnx_export import export_encoder, export_gtad_head, export_head
@@ -29,7 +28,6 @@ from lofi.runtime.bundle import (
     write_manifest,
 )
 from lofi.runtime.errors import LofiError
-from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.snippets import SnippetGrid
 from lofi.trainer.checkpoint import checkpoint_config, load_checkpoint, models_from_checkpoint
 from lofi.trainer.gtad import GTADHead
@@ -154,7 +152,7 @@ def _write(
         mean=list(d.mean),
         std=list(d.std),
         feature_dim=encoder.out_dim,
-        post=PostConfig.from_dict(asdict(cfg.postprocess)),
+        post=cfg.postprocess.runtime(),
         precision=precision,
         files={f: "" for f in files},
         engines=engines,

@@ -17,8 +17,7 @@ from lofi.runtime.annotations import Segment, load_ground_truth, results_json, w
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
-from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import plan, stream_sources
+from lofi.runtime.pipeline import planned_models, stream_sources
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
 
@@ -112,7 +111,7 @@ def main(out, config_path, seed, overrides, small) -> None:
     gt = load_ground_truth(syn / "annotations.json")
     val = gt.subset("validation")
     sources = [str(syn / "videos" / f"{v}.mp4") for v in val.videos]
-    models = BundleModels(bundle, threads=plan("cpu", 1).ort_threads)
+    models = planned_models(bundle)
     with open(out / "events.jsonl", "w") as events:
         results, stats = stream_sources(models, sources, out=events)
     preds = [s for segs in results.values() for s in segs]

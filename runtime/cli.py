@@ -11,8 +11,8 @@ from lofi.runtime.annotations import load_ground_truth, load_results, results_js
 from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import evaluate, parse_tiou
-from lofi.runtime.models import DEVICES, BundleModels
-from lofi.runtime.pipeline import Options, plan, stream_sources
+from lofi.runtime.models import DEVICES
+from lofi.runtime.pipeline import Options, planned_models, stream_sources
 from lofi.runtime.signals import graceful_stop
 from lofi.runtime.sources import expand_sources
 
@@ -92,7 +92,9 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     type=click.Choice(DECODERS),
     default="cpu",
     show_default=True,
-    help="Video decoding: cpu; nvdec (the GPU's NVDEC: files through PyNvVideoCodec when it is installed, else FFmpeg's CUDA hwaccel; never a silent CPU fallback); auto (files through PyNvVideoCodec when it is installed, CPU otherwise).",
+    help="Video decoding: cpu; nvdec (the GPU's NVDEC: files through PyNvVideoCodec when it "
+    "is installed, else FFmpeg's CUDA hwaccel; never a silent CPU fallback); auto (files "
+    "through PyNvVideoCodec when it is installed, CPU otherwise).",
 )
 @cli_errors
 def stream_cli(
@@ -130,7 +132,7 @@ def stream_cli(
     A G-TAD bundle (whole-video head) reads each file to its end, then prints all its events
     (emitted_at = the video's duration); it refuses live sources (URLs, cameras).
     """
-    models = BundleModels(bundle, device, threads or plan(device, parallel).ort_threads, spin)
+    models = planned_models(bundle, device, threads, spin, parallel)
     opts = Options(
         parallel=parallel,
         encoder_batch=batch,

@@ -252,7 +252,7 @@ class VideoReader:
         """(seconds, duration, RGB frame) from PyNvVideoCodec's NVDEC decoder."""
         source = nvcodec.NvFrames(nvc, self.source)
 
-        def broken(run: int) -> bool:
+        def broken(run: int) -> bool:  # after each rejected packet
             self.corrupt = source.corrupt
             if run >= MAX_CORRUPT_RUN:
                 self.cut_short = f"decoding failed: {run} corrupt packets in a row"
@@ -260,9 +260,7 @@ class VideoReader:
             return False
 
         for t, rgb in source.frames(broken):
-            self.corrupt = source.corrupt
             yield t, source.frame_seconds, rgb
-        self.corrupt = source.corrupt
 
     def __iter__(self) -> Iterator[np.ndarray | None]:
         _check_decode(self.decode)

@@ -11,8 +11,7 @@ from pathlib import Path
 from lofi.runtime.annotations import Segment
 from lofi.runtime.decode import READ_TIMEOUT
 from lofi.runtime.errors import LofiError
-from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, Pipeline, plan
+from lofi.runtime.pipeline import Options, Pipeline, planned_models
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Localizer:
         timeout: float = READ_TIMEOUT,
         decode: str = "cpu",
     ) -> None:
-        self.models = BundleModels(bundle, device, threads or plan(device, 1).ort_threads)
+        self.models = planned_models(bundle, device, threads)
         self.options = Options(encoder_batch=encoder_batch, timeout=timeout, decode=decode)
         self.stats: dict = {}
 

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TextIO
 
 import av
@@ -88,6 +89,13 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     if device != "cpu":
         return Plan(0, decoder, 16)
     return Plan(cores - parallel if parallel < cores else cores, decoder, 4)
+
+
+def planned_models(
+    bundle: str | Path, device: str = "cpu", threads: int = 0, spin: bool = False, parallel: int = 1
+) -> BundleModels:
+    """A bundle's models for streaming `parallel` sources: `threads` 0 takes the plan's."""
+    return BundleModels(bundle, device, threads or plan(device, parallel).ort_threads, spin)
 
 
 @dataclass

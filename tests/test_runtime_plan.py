@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from lofi.runtime.decode import VideoReader, read_video
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, Pipeline, Plan, plan
+from lofi.runtime.pipeline import Options, Pipeline, Plan, plan, planned_models
 from lofi.runtime.snippets import SnippetGrid
 
 
@@ -56,3 +56,11 @@ def test_reader_converts_only_kept_frames_and_always_the_last(tiny_synth, thread
             np.testing.assert_array_equal(frame, full[n])
         else:
             assert frame is None
+
+
+def test_planned_models_take_the_plans_threads_unless_given(tiny_bundle):
+    def intra(models) -> int:
+        return models.encoder.session.get_session_options().intra_op_num_threads
+
+    assert intra(planned_models(tiny_bundle, parallel=2)) == plan("cpu", 2).ort_threads
+    assert intra(planned_models(tiny_bundle, threads=3)) == 3

@@ -8,13 +8,12 @@ G-TAD, the head the paper used (resize protocol: L snippets over the whole video
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn as nn
 from lofi.runtime.gtad_decode import gtad_detect
-from lofi.runtime.postprocess import HeadGeometry, PostConfig, detect
+from lofi.runtime.postprocess import HeadGeometry, detect
 from lofi.runtime.snippets import SnippetGrid
 from lofi.trainer.data import Window, window_targets
 from lofi.trainer.gtad import ExportableGTAD, GTADHead
@@ -51,7 +50,7 @@ class PyramidKind:
             grid,
             self.head.strides,
             self.cfg.model.max_reach,
-            PostConfig.from_dict(asdict(self.cfg.postprocess)),
+            self.cfg.postprocess.runtime(),
         )
         return detect(outs, geo, n, duration, vid)
 
@@ -88,7 +87,7 @@ class GTADKind:
         dev = next(self.head.parameters()).device
         outs = ExportableGTAD(self.head).eval()(feats.T[None].to(dev))
         arrays = tuple(np.asarray(o[0].cpu().numpy()) for o in outs)
-        post = PostConfig.from_dict(asdict(self.cfg.postprocess))
+        post = self.cfg.postprocess.runtime()
         return gtad_detect(arrays, grid, duration, labels, post, vid)
 
 

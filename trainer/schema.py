@@ -16,6 +16,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from lofi.runtime.errors import LofiError
+from lofi.runtime.postprocess import PostConfig
 from lofi.trainer.fidelity import SCHEDULES, SQRT2
 
 BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
@@ -188,6 +189,10 @@ class PostprocessConfig:
     sigma: float = opt(0.5, **POSITIVE)
     min_score: float = opt(0.001, **FRACTION)
     max_segments: int = opt(100, low=1)
+
+    def runtime(self) -> PostConfig:
+        """The runtime's post-processing settings (what bundles and validation apply)."""
+        return PostConfig.from_dict(asdict(self))
 
 
 @dataclass
