@@ -1,33 +1,41 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, in one call, so a rare device lease is spent measuring:
-#   1. build the fused op and say whether its CUDA kernel is registered (a GPU machine without
-#      nvcc builds a CPU-only op: the CUDA tests would then skip and the benchmarks could not run);
-#   2. every CUDA test (-m "gpu or trt"), summarised as JSON;
-#   3. bench/kernels.py --device cuda: the fused op against the plain-torch chain and the
-#      reference, effective bandwidth against a device copy, float32 with the encoder's frames/s
-#      per fidelity, then bfloat16 and float16;
-#   4. bench/memory.py --device cuda: peak training memory per fidelity against the planner.
+# Everything that needs the GPU machine, in one call, so a rare device lease is spent measuring:
+#   build    the fused op, and whether its CUDA kernel is registered (a GPU machine without nvcc
+#            builds a CPU-only op: the CUDA tests would then skip and the benchmarks could not run);
+#   tests    every CUDA test (-m "gpu or trt"), summarised as JSON;
+#   kernels  bench/kernels.py --device cuda: the fused op against the plain-torch chain and the
+#            reference, effective bandwidth against a device copy, float32 with the encoder's
+#            frames/s per fidelity, then bfloat16 and float16;
+#   memory   bench/memory.py --device cuda: peak training memory per fidelity against the planner;
+#   runtime  bench/runtime.py on the machine's CPU cores, all of them and two (taskset): where
+#            one stream leaves cores idle, what --parallel gains.
 # Run from anywhere on the GPU machine:
-#   bash bench/gpu.sh [all|tests|kernels|memory]    (default all; parts fit shorter leases)
-# JSON lands in bench/results/*-cuda*.json, also copied to $OUT when set; gpu-summary-cuda.json
-# records the device, each step's exit status and seconds. Exit status 1 if any step failed.
+#   bash bench/gpu.sh [all | PART...]     (default all; parts fit shorter leases)
+# JSON lands in bench/results/ (*-cuda*.json, runtime-gpu-machine-*.json) and, after every step,
+# in $OUT/gpu-results.tgz when OUT is set; gpu-summary-PARTS.json records the device, each step's
+# exit status and seconds. Exit status 1 if any step failed.
 # The GPU image has torch but no PyAV: wheels downloaded here into .gpu-wheels are installed
-# (av, and PyNvVideoCodec for the NVDEC test: `pip download av PyNvVideoCodec --python-version
-# 3.12 --only-binary=:all: --platform manylinux_2_28_x86_64 --no-deps -d .gpu-wheels`, ~61 MB).
+# (av, PyNvVideoCodec for the NVDEC test, and setuptools for building this package offline:
+# `pip download av PyNvVideoCodec setuptools --python-version 3.12 --only-binary=:all:
+# --platform manylinux_2_28_x86_64 --no-deps -d .gpu-wheels`, ~61 MB; carry `.gpu-wheels`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-part="${1:-all}"
-case "$part" in all | tests | kernels | memory) ;; *)
-  echo "usage: bash bench/gpu.sh [all|tests|kernels|memory]" >&2
-  exit 2
-  ;;
-esac
+parts=("${@:-all}")
+[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime)
+for p in "${parts[@]}"; do
+  case "$p" in tests | kernels | memory | runtime) ;; *)
+    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime]" >&2
+    exit 2
+    ;;
+  esac
+done
+wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 results=bench/results
 mkdir -p "$results"
 if compgen -G ".gpu-wheels/*.whl" >/dev/null; then
-  pip install -q --no-index .gpu-wheels/*.whl
+  python3 -m pip install -q --no-index --no-deps .gpu-wheels/*.whl
 fi
-pip install -q --no-deps -e . >/dev/null
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
 
@@ -42,9 +50,16 @@ step() { # step NAME COMMAND...: run, time and record one step
   rc=$?
   steps+=("$name $rc $(($(date +%s) - start))")
   [ "$rc" -eq 0 ] || status=1
+  pack # what a step measured comes back even if a later one runs out of time
+}
+pack() { # the results so far into $OUT, where the device tool brings files back from
+  [ -n "${OUT:-}" ] || return 0
+  local files
+  files=$(cd "$results" && ls -- *-cuda* runtime-gpu-machine-* 2>/dev/null)
+  [ -z "$files" ] || (cd "$results" && tar czf "$OUT/gpu-results.tgz" $files)
 }
 
-step build python - <<'EOF'
+step build python3 - <<'EOF'
 import sys, torch
 from lofi.cpp_ext.build import cuda_home
 from lofi.cpp_ext.ops import has_kernel
@@ -54,9 +69,9 @@ print("fused op: CUDA kernel", "registered" if ok else "MISSING (the reference w
 sys.exit(0 if ok else 1)
 EOF
 
-if [ "$part" = all ] || [ "$part" = tests ]; then
-  step tests python -m pytest -q -rs -m "gpu or trt" --junitxml="$results/tests-cuda.xml" tests
-  python - "$results/tests-cuda.xml" "$results/tests-cuda.json" <<'EOF'
+if wants tests; then
+  step tests python3 -m pytest -q -rs -m "gpu or trt" --junitxml="$results/tests-cuda.xml" tests
+  python3 - "$results/tests-cuda.xml" "$results/tests-cuda.json" <<'EOF'
 import json, sys
 import xml.etree.ElementTree as ET
 cases = []
@@ -71,20 +86,28 @@ print("tests:", counts)
 EOF
 fi
 
-if [ "$part" = all ] || [ "$part" = kernels ]; then
-  step kernels-fp32 python bench/kernels.py --device cuda --repeat 20 --encoder \
+if wants kernels; then
+  step kernels-fp32 python3 bench/kernels.py --device cuda --repeat 20 --encoder \
     --out "$results/kernels-cuda.json"
-  step kernels-bf16 python bench/kernels.py --device cuda --repeat 20 --dtype bfloat16 \
+  step kernels-bf16 python3 bench/kernels.py --device cuda --repeat 20 --dtype bfloat16 \
     --out "$results/kernels-cuda-bf16.json"
-  step kernels-fp16 python bench/kernels.py --device cuda --repeat 20 --dtype float16 \
+  step kernels-fp16 python3 bench/kernels.py --device cuda --repeat 20 --dtype float16 \
     --out "$results/kernels-cuda-fp16.json"
 fi
 
-if [ "$part" = all ] || [ "$part" = memory ]; then
-  step memory python bench/memory.py --device cuda --out "$results/memory-cuda.json"
+if wants memory; then
+  step memory python3 bench/memory.py --device cuda --out "$results/memory-cuda.json"
 fi
 
-python - "$results/gpu-summary-cuda.json" "$part" "${steps[@]}" <<'EOF'
+if wants runtime; then
+  step runtime-all-cores python3 bench/runtime.py --work /tmp/bench-runtime \
+    --out "$results/runtime-gpu-machine-$(nproc)c.json"
+  step runtime-2-cores taskset -c 0,1 python3 bench/runtime.py --work /tmp/bench-runtime \
+    --out "$results/runtime-gpu-machine-2c.json"
+fi
+
+summary="$results/gpu-summary-$(IFS=-; echo "${parts[*]}")-cuda.json"
+python3 - "$summary" "${parts[*]}" "${steps[@]}" <<'EOF'
 import json, sys, torch
 rows = [dict(zip(("step", "exit", "seconds"), s.split())) for s in sys.argv[3:]]
 summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
@@ -94,7 +117,5 @@ json.dump(summary, open(sys.argv[1], "w"), indent=1)
 for r in summary["steps"]:
     print(f"{r['step']:>14}: exit {r['exit']}, {r['seconds']} s")
 EOF
-if [ -n "${OUT:-}" ]; then
-  cp "$results"/*-cuda*.json "$results"/tests-cuda.xml "$OUT"/ 2>/dev/null || true
-fi
+pack
 exit "$status"

@@ -37,7 +37,7 @@ import av
 import torch
 from lofi.runtime.decode import read_video
 from lofi.runtime.models import BundleModels
-from lofi.runtime.pipeline import Options, plan, planned_models, stream_sources
+from lofi.runtime.pipeline import Options, plan, planned_models, stream_sources, usable_cores
 from lofi.runtime.postprocess import detect
 
 DEMO_CONFIG = Path(str(files("lofi.configs") / "demo.yaml"))
@@ -194,7 +194,8 @@ def machine() -> dict:
     names = [x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")]
     return {
         "cpu": names[0] if names else platform.processor(),
-        "cores": os.cpu_count(),
+        "cores": usable_cores(),
+        "machine_cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": __import__("onnxruntime").__version__,
@@ -281,7 +282,7 @@ def main() -> None:
     # no arrangement of the same work can beat the sequential run by more than the cores it
     # left idle: the ceiling of the ratio on this machine
     streams["throughput_ratio_ceiling"] = round(
-        (os.cpu_count() or 1) / streams["sequential"]["cores_busy"], 2
+        usable_cores() / streams["sequential"]["cores_busy"], 2
     )
     print("streams:", json.dumps(streams))
 

@@ -73,6 +73,14 @@ class Plan:
     encoder_batch: int  # snippets per encoder call at most
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, a container's cpuset), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity outside Linux
+        return os.cpu_count() or 1
+
+
 def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     """Each source decodes on its own thread while the main thread runs the models, so the two
     share the cores. Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md):
@@ -84,7 +92,7 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     gets the cores the decoders leave, or all of them where the sources are at least as many
     (decoders then wait on full queues, and the models must be able to use every core). On a
     GPU ONNX Runtime keeps its default and the encoder gets batches of 16."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or usable_cores()
     decoder = 1 if cores <= 2 * parallel else 0
     if device != "cpu":
         return Plan(0, decoder, 16)

@@ -3,6 +3,8 @@ batch, and decoding only the frames snippets take."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from lofi.runtime.decode import VideoReader, read_video
@@ -27,6 +29,13 @@ from lofi.runtime.snippets import SnippetGrid
 )
 def test_plan(device, parallel, cores, want):
     assert plan(device, parallel, cores) == want
+
+
+def test_plan_counts_the_cores_this_process_may_use(monkeypatch):
+    # two cores of a 16-core machine (taskset, a container's cpuset) plan as the dev machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
+    assert plan("cpu", 1) == Plan(1, 1, 4)
 
 
 def test_a_pipeline_resolves_the_plan_and_keeps_what_was_given(tiny_bundle):
