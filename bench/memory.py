@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 from lofi.trainer.config import load_config
-from lofi.trainer.planner import CHECKPOINTING, GIB, fidelities, measure_step
+from lofi.trainer.head_kinds import head_kind
+from lofi.trainer.planner import CHECKPOINTING, GIB, fidelities, measure_step, surrogate_loss
 from lofi.trainer.schema import Config
 
 CONFIGS = Path(str(files("lofi.configs")))
@@ -75,11 +76,8 @@ def gpu_rows(cfg: Config, size: tuple[int, int]) -> list[dict]:
                     dtype=dtype or torch.float32,
                 )
                 with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=bool(dtype)):
-                    feats = enc(x)
-                    pad = (-n) % max(head.strides)
-                    outs = head(torch.nn.functional.pad(feats.transpose(1, 2), (0, pad)))
-                    loss = sum((c.float() ** 2).mean() + (r.float() ** 2).mean() for c, r in outs)
-                del x, feats, outs
+                    loss = surrogate_loss(head_kind(head, cfg), enc(x))
+                del x
                 loss.backward()
                 peak = torch.cuda.max_memory_allocated() - before
                 predicted = plan.activations + plan.weight_casts + plan.grads

@@ -9,23 +9,24 @@ from lofi.trainer.planner import measure_step, parse_bytes
 from tests.conftest import tiny_config
 
 
-def _cfg():
-    cfg = tiny_config()
+def _cfg(head: str = "pyramid"):
+    cfg = tiny_config(head=head)
     cfg.lofi.batch_size = 2
     return cfg
 
 
 @pytest.mark.parametrize(
-    "fid, ckpt, prec",
+    "fid, ckpt, prec, head",
     [
-        ("full", "none", "fp32"),
-        ("ST", "stages", "fp32"),
-        ("T", "chunks:2", "bf16"),
-        ("S", "none", "bf16"),
+        ("full", "none", "fp32", "pyramid"),
+        ("ST", "stages", "fp32", "pyramid"),
+        ("T", "chunks:2", "bf16", "pyramid"),
+        ("S", "none", "bf16", "pyramid"),
+        ("T", "none", "fp32", "gtad"),  # the paper's head: outputs of another shape
     ],
 )
-def test_plan_agrees_with_a_real_step(fid, ckpt, prec):
-    cfg = _cfg()
+def test_plan_agrees_with_a_real_step(fid, ckpt, prec, head):
+    cfg = _cfg(head)
     f = FidelitySchedule().configs()[fid]
     plan = measure_step(cfg, (32, 32), f, ckpt, prec, fake=True)
     real = measure_step(cfg, (32, 32), f, ckpt, prec, fake=False)

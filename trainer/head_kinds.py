@@ -33,18 +33,25 @@ class PyramidKind:
         """Positive positions of the global batch (focal/DIoU losses are per positive)."""
         return max(1.0, count_positives(targets, valid, self.head.strides))
 
+    def inputs(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) snippet features as the head takes them: channels first, zero-padded to
+        whole strides of its coarsest level."""
+        top = max(self.head.strides)
+        pad = math.ceil(feats.shape[1] / top) * top - feats.shape[1]
+        return nn.functional.pad(feats.transpose(1, 2), (0, pad))
+
     def loss(self, outputs, targets: list, valid: torch.Tensor, normaliser: float):
         loss, parts = detection_loss(outputs, targets, valid, self.head.strides, normaliser)
         return loss, {"loss": loss.item(), **parts}
 
     @torch.no_grad()
     def detect(self, feats: torch.Tensor, grid: SnippetGrid, duration: float, labels, vid: str):
-        top = max(self.head.strides)
         n = len(feats)
-        x = torch.zeros(max(top, math.ceil(n / top) * top), feats.shape[1])
-        x[:n] = feats
         dev = next(self.head.parameters()).device
-        outs = [(c[0].cpu().numpy(), r[0].cpu().numpy()) for c, r in self.head(x.T[None].to(dev))]
+        outs = [
+            (c[0].cpu().numpy(), r[0].cpu().numpy())
+            for c, r in self.head(self.inputs(feats[None].to(dev)))
+        ]
         geo = HeadGeometry(
             labels,
             grid,
@@ -69,6 +76,10 @@ class GTADKind:
             seg[:, :2] *= (t - 1) / max(1, w.length - 1)
             out.append(gtad_targets(seg, t, self.head.max_duration, num_classes))
         return out
+
+    def inputs(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, L, C) snippet features channels first; the head resizes any L to its T."""
+        return feats.transpose(1, 2)
 
     def normaliser(self, targets: list, valid: torch.Tensor) -> float:
         """G-TAD's loss is a mean over the batch: weight each micro-batch by its share."""

@@ -16,7 +16,6 @@ in bf16; batch norm, ReLU and pooling follow their input).
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -25,6 +24,7 @@ import torch.nn as nn
 from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import build_encoder, build_head
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
+from lofi.trainer.head_kinds import GTADKind, PyramidKind, head_kind
 from lofi.trainer.loop import PRECISIONS, make_optimizer
 from lofi.trainer.memory_meter import MemoryMeter, SavedBytes
 from lofi.trainer.schema import Config
@@ -94,15 +94,13 @@ def measure_step(
         saved = SavedBytes(model.parameters(), by_pointer=not fake)
         dtype = PRECISIONS[precision]
         autocast = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
-        top = max(head.strides)
+        kind = head_kind(head, cfg)
         with meter:
             x = torch.randn(batch, length, d.k, 3, h, w, dtype=dtype or torch.float32)
             with autocast, saved.hooks():
                 feats = encoder(x)
-                pad = math.ceil(length / top) * top - length
-                outs = head(nn.functional.pad(feats.transpose(1, 2), (0, pad)))
-                loss = sum((c.float() ** 2).mean() + (r.float() ** 2).mean() for c, r in outs)
-            del x, feats, outs
+                loss = surrogate_loss(kind, feats)
+            del x, feats
             end_of_forward = meter.live()
             loss.backward()
             del loss
@@ -129,6 +127,16 @@ def measure_step(
             grad_bytes,
             sum(t.untyped_storage().nbytes() for t in state),
         )
+
+
+def surrogate_loss(kind: PyramidKind | GTADKind, feats: torch.Tensor) -> torch.Tensor:
+    """A loss over every output of the head on (B, L, C) features: the step's backward then
+    runs through all of it, as a real loss's does, without targets."""
+
+    def tensors(o) -> list[torch.Tensor]:
+        return [o] if isinstance(o, torch.Tensor) else [t for x in o for t in tensors(x)]
+
+    return sum((t.float() ** 2).mean() for t in tensors(kind.head(kind.inputs(feats))))
 
 
 def plan_memory(cfg: Config, size: tuple[int, int]) -> list[Plan]:
