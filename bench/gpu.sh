@@ -7,24 +7,27 @@
 #            reference, effective bandwidth against a device copy, float32 with the encoder's
 #            frames/s per fidelity, then bfloat16 and float16;
 #   memory   bench/memory.py --device cuda: peak training memory per fidelity against the planner;
-#   runtime  bench/runtime.py on the machine's CPU cores, all of them and two (taskset): where
-#            one stream leaves cores idle, what --parallel gains.
+#   runtime  bench/runtime.py on all the machine's CPU cores: where one stream leaves cores
+#            idle, what --parallel gains (with the demo's trained bundle where .gpu-demo holds a
+#            copy of lofi-demo-out's bundle/ and runs/head/checkpoint.pt, else random weights);
+#   runtime-2cores  the same on two of its cores (taskset), beside the 2-core dev machine.
 # Run from anywhere on the GPU machine:
 #   bash bench/gpu.sh [all | PART...]     (default all; parts fit shorter leases)
 # JSON lands in bench/results/ (*-cuda*.json, runtime-gpu-machine-*.json) and, after every step,
 # in $OUT/gpu-results.tgz when OUT is set; gpu-summary-PARTS.json records the device, each step's
 # exit status and seconds. Exit status 1 if any step failed.
 # The GPU image has torch but no PyAV: wheels downloaded here into .gpu-wheels are installed
-# (av, PyNvVideoCodec for the NVDEC test, and setuptools for building this package offline:
-# `pip download av PyNvVideoCodec setuptools --python-version 3.12 --only-binary=:all:
-# --platform manylinux_2_28_x86_64 --no-deps -d .gpu-wheels`, ~61 MB; carry `.gpu-wheels`).
+# (av and setuptools, for building this package offline: `pip download av setuptools
+# --python-version 3.12 --only-binary=:all: --platform manylinux_2_28_x86_64 --no-deps
+# -d .gpu-wheels`, 36 MB), and PyNvVideoCodec for the NVDEC tests from .gpu-nvdec (the same
+# command, 27 MB). A call carries 64 MiB at most: .gpu-nvdec for tests, .gpu-demo for runtime.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("${@:-all}")
-[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime)
+[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores)
 for p in "${parts[@]}"; do
-  case "$p" in tests | kernels | memory | runtime) ;; *)
-    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime]" >&2
+  case "$p" in tests | kernels | memory | runtime | runtime-2cores) ;; *)
+    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime runtime-2cores]" >&2
     exit 2
     ;;
   esac
@@ -32,9 +35,8 @@ done
 wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 results=bench/results
 mkdir -p "$results"
-if compgen -G ".gpu-wheels/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps .gpu-wheels/*.whl
-fi
+wheels=$(ls .gpu-wheels/*.whl .gpu-nvdec/*.whl 2>/dev/null)
+[ -z "$wheels" ] || python3 -m pip install -q --no-index --no-deps $wheels
 python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
@@ -99,11 +101,15 @@ if wants memory; then
   step memory python3 bench/memory.py --device cuda --out "$results/memory-cuda.json"
 fi
 
+demo=()
+[ -f .gpu-demo/bundle/manifest.json ] && demo=(--demo .gpu-demo)
 if wants runtime; then
-  step runtime-all-cores python3 bench/runtime.py --work /tmp/bench-runtime \
+  step runtime-all-cores python3 bench/runtime.py "${demo[@]}" --work /tmp/bench-runtime \
     --out "$results/runtime-gpu-machine-$(nproc)c.json"
-  step runtime-2-cores taskset -c 0,1 python3 bench/runtime.py --work /tmp/bench-runtime \
-    --out "$results/runtime-gpu-machine-2c.json"
+fi
+if wants runtime-2cores; then
+  step runtime-2-cores taskset -c 0,1 python3 bench/runtime.py "${demo[@]}" \
+    --work /tmp/bench-runtime --out "$results/runtime-gpu-machine-2c.json"
 fi
 
 summary="$results/gpu-summary-$(IFS=-; echo "${parts[*]}")-cuda.json"

@@ -5,10 +5,12 @@
    whole video, encoder in batches of 16, one head pass, the same NMS), on one Synth-TAL-style
    video of `--minutes` (10 by default).
 2. Four streams in one process (`--parallel 4`, shared encoder calls) against the same four
-   run one after another, in one process and as four `lofi-stream` runs.
+   run one after another, in one process and as four `lofi-stream` runs; and the four in one
+   process with one encoder call at a time (where the plan runs several at once).
 3. Peak RSS of `lofi-stream` (a fresh process each) on the video and on it repeated 10 times.
 4. Event latency percentiles (wall-clock, last frame's arrival to emission) from the runs.
-5. The runtime's plan (`pipeline.plan`: ONNX Runtime threads, decoder threads, encoder batch)
+5. The runtime's plan (`pipeline.plan`: ONNX Runtime threads, decoder threads, encoder batch,
+   encoder calls at once)
    against each of its choices changed alone and against both libraries' defaults, and the
    encoder alone (the plan's threads) per snippet at batches of 2 to 32.
 
@@ -131,10 +133,12 @@ class TorchOffline:
         return detect(outputs, m, n, len(frames) / m.grid.fps, video.stem)
 
 
-def stream_with(bundle: Path, video: Path, threads: int, spin: bool, decoder: int, batch: int):
+def stream_with(
+    bundle: Path, video: Path, threads: int, spin: bool, decoder: int, batch: int, workers: int
+):
     """One streaming run of `video` with these knobs, as a callable."""
     models = BundleModels(bundle, threads=threads, spin=spin)
-    options = Options(decoder_threads=decoder, encoder_batch=batch)
+    options = Options(decoder_threads=decoder, encoder_batch=batch, encoder_workers=workers)
     return lambda: stream_sources(models, [str(video)], quiet=True, options=options)
 
 
@@ -252,9 +256,15 @@ def main() -> None:
             copy.write_bytes(video.read_bytes())
         copies.append(str(copy))
     shared = planned_models(bundle, parallel=args.streams)
+    together = plan("cpu", args.streams)
+    one_call = BundleModels(bundle, threads=together.ort_threads * together.encoder_workers)
     sources = {
         "one_process_parallel": lambda: stream_sources(
             shared, copies, quiet=True, options=Options(parallel=args.streams)
+        ),
+        # the same, but one encoder call at a time on the threads the workers would get
+        "one_process_parallel_one_call": lambda: stream_sources(
+            one_call, copies, quiet=True, options=Options(parallel=args.streams, encoder_workers=1)
         ),
         "sequential": lambda: stream_sources(models, copies, quiet=True),
         "sequential_processes": lambda: [lofi_stream([c], bundle, args.work) for c in copies],
@@ -269,7 +279,7 @@ def main() -> None:
         }
         for name, r in runs.items()
     }
-    for name in ("one_process_parallel", "sequential"):
+    for name in ("one_process_parallel", "one_process_parallel_one_call", "sequential"):
         last = runs[name][-1][1][1]
         streams[name].update(
             latency_seconds=last["latency_seconds"], encoder_batch=last["encoder_batch"]
@@ -297,6 +307,7 @@ def main() -> None:
         "spin": False,
         "decoder": chosen.decoder_threads,
         "batch": chosen.encoder_batch,
+        "workers": chosen.encoder_workers,
     }
     changes = {
         "plan": {},
@@ -305,7 +316,8 @@ def main() -> None:
         "spin=on": {"spin": True},
         "decoder_threads=0": {"decoder": 0},
         "batch=16": {"batch": 16},
-        "library_defaults": {"threads": 0, "decoder": 0, "batch": 16},
+        "one_call_on_all_cores": {"workers": 1, "threads": max(1, usable_cores() - 1)},
+        "library_defaults": {"threads": 0, "decoder": 0, "batch": 16, "workers": 1},
     }
     runs = interleaved(
         {name: stream_with(bundle, video, **knobs | c) for name, c in changes.items()},

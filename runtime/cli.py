@@ -36,7 +36,15 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     "--threads",
     type=click.IntRange(min=0),
     default=0,
-    help="ONNX Runtime intra-op threads (0: on the CPU, the cores the decode threads leave).",
+    help="ONNX Runtime intra-op threads per encoder call (0: on the CPU, the cores the decode "
+    "threads leave, or 1 where --workers calls run at once).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Encoder calls running at once (0: on a CPU with cores to spare, one per core the "
+    "decode threads leave; else 1).",
 )
 @click.option(
     "--spin/--no-spin",
@@ -104,6 +112,7 @@ def stream_cli(
     results_path,
     stats_path,
     threads,
+    workers,
     spin,
     quiet,
     min_score,
@@ -136,6 +145,7 @@ def stream_cli(
     opts = Options(
         parallel=parallel,
         encoder_batch=batch,
+        encoder_workers=workers,
         timeout=timeout,
         open_timeout=open_timeout,
         reconnect=reconnect,

@@ -75,6 +75,8 @@ class BundleModels:
             raise LofiError(f"the bundle's head has no output {', '.join(missing)}")
         self._order = [names.index(n) for n in self.manifest.head_outputs]
         self._max_batch = int(getattr(self.encoder, "max_batch", 0))
+        # ONNX Runtime sessions take concurrent runs; a TensorRT context holds one call's buffers
+        self.concurrent = device != "trt"
 
     def encode(self, snippets: np.ndarray) -> np.ndarray:
         """(N, k, H, W, 3) uint8 -> (N, D) float32, in chunks an engine's profile accepts."""

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
@@ -62,6 +63,7 @@ class Options:
     max_delay: float = 0.5  # seconds a ready snippet waits for a fuller encoder batch
     decode: str = "cpu"  # cpu, nvdec or auto (see decode.DECODERS)
     decoder_threads: int | None = None  # per source (None: as `plan` says)
+    encoder_workers: int = 0  # encoder calls in flight at once (0: as `plan` says)
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Plan:
     ort_threads: int  # ONNX Runtime intra-op threads (0: its default)
     decoder_threads: int  # per source (0: FFmpeg's frame threading, 1: single-threaded)
     encoder_batch: int  # snippets per encoder call at most
+    encoder_workers: int = 1  # encoder calls in flight at once, each on `ort_threads`
 
 
 def usable_cores() -> int:
@@ -82,27 +85,35 @@ def usable_cores() -> int:
 
 
 def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
-    """Each source decodes on its own thread while the main thread runs the models, so the two
-    share the cores. Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md):
-    one ONNX Runtime thread and single-threaded decoding streamed a 10-minute video in 1.92 s,
-    two ONNX Runtime threads in 2.32 s and both libraries' defaults (a thread per core each,
-    batches of 16) in 2.30 s, oversubscribed; on the CPU a batch of 4 snippets keeps the
-    encoder's activations in cache (1.38 against 1.44 ms a snippet at 16). Decoders get
-    FFmpeg's frame threading only where the cores outnumber twice the sources; ONNX Runtime
-    gets the cores the decoders leave, or all of them where the sources are at least as many
-    (decoders then wait on full queues, and the models must be able to use every core). On a
-    GPU ONNX Runtime keeps its default and the encoder gets batches of 16."""
+    """Each source decodes on its own thread while the encoder runs, so the two share the cores.
+
+    Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md): one ONNX Runtime
+    thread and single-threaded decoding streamed a 10-minute video in 1.92 s, two ONNX Runtime
+    threads in 2.32 s and both libraries' defaults (a thread per core each, batches of 16) in
+    2.30 s, oversubscribed; on the CPU a batch of 4 snippets keeps the encoder's activations in
+    cache (1.38 against 1.44 ms a snippet at 16). Where the sources are at least half the cores,
+    each decodes single-threaded and ONNX Runtime gets the cores the decoders leave, or all of
+    them where the sources are at least as many (decoders then wait on full queues).
+
+    With cores to spare (the 16-core GPU machine), decoders get FFmpeg's frame threading and the
+    encoder runs as many one-thread calls at once as there are cores the sources leave: ONNX
+    Runtime spread over 15 threads scaled poorly on batches this small, and one call at a time
+    left four streams' snippets waiting on it. On a GPU ONNX Runtime keeps its default and the
+    encoder gets batches of 16, one call at a time."""
     cores = cores or usable_cores()
     decoder = 1 if cores <= 2 * parallel else 0
     if device != "cpu":
         return Plan(0, decoder, 16)
-    return Plan(cores - parallel if parallel < cores else cores, decoder, 4)
+    if decoder:
+        return Plan(cores - parallel if parallel < cores else cores, decoder, 4)
+    return Plan(1, decoder, 4, cores - parallel)
 
 
 def planned_models(
     bundle: str | Path, device: str = "cpu", threads: int = 0, spin: bool = False, parallel: int = 1
 ) -> BundleModels:
-    """A bundle's models for streaming `parallel` sources: `threads` 0 takes the plan's."""
+    """A bundle's models for streaming `parallel` sources: `threads` 0 takes the plan's (per
+    encoder call)."""
     return BundleModels(bundle, device, threads or plan(device, parallel).ort_threads, spin)
 
 
@@ -118,6 +129,15 @@ class _Stream:
     frames: int = 0
     events: int = 0
     ended: bool = False
+    encoding: int = 0  # snippets in encoder calls not yet handed back
+
+
+@dataclass
+class _Call:
+    """One encoder call: its (features, seconds) to come, and whose snippets it holds."""
+
+    result: Future
+    owners: list[tuple[_Stream, int]]
 
 
 def _reason(exc: BaseException, source: str) -> str:
@@ -154,12 +174,16 @@ class Pipeline:
         if o.parallel < 1 or o.encoder_batch < 0 or o.queue_depth < 1:
             raise LofiError("--parallel and the queue depth must be at least 1, --batch at least 0")
         chosen = plan(models.device, o.parallel)
+        if o.encoder_workers < 0:
+            raise LofiError("--workers must be at least 0")
+        workers = o.encoder_workers or chosen.encoder_workers
         self.opts = replace(
             o,
             encoder_batch=o.encoder_batch or chosen.encoder_batch,
             decoder_threads=chosen.decoder_threads
             if o.decoder_threads is None
             else o.decoder_threads,
+            encoder_workers=workers if models.concurrent else 1,
         )
         self.on_event, self.stop, self.error = on_event, stop, error
         self.warnings = 0
@@ -189,6 +213,12 @@ class Pipeline:
         self.stopping = False
         self.stopped_early = False
         self.ready_since: float | None = None
+        self.inflight: deque[_Call] = deque()  # encoder calls, oldest first
+        self.pool = (
+            ThreadPoolExecutor(self.opts.encoder_workers, thread_name_prefix="lofi-encoder")
+            if self.opts.encoder_workers > 1
+            else None
+        )
         self.decode_seconds = 0.0
         self.done_seconds = 0.0  # video seconds of finished sources
         self.done_sources = 0
@@ -335,8 +365,10 @@ class Pipeline:
         return [(s, s.loc.ready(s.ended)) for s in self.active if s.loc.shares_encoder]
 
     def _encode(self, flush: bool) -> bool:
-        """Encode the snippets the streams have ready, in shared calls; True when any ran."""
-        batch, ran = self.opts.encoder_batch, False
+        """Encode the snippets the streams have ready, in shared calls (up to `encoder_workers`
+        at once); True when any call ran or came back."""
+        batch = self.opts.encoder_batch
+        ran = self._collect(wait=False)
         while True:
             ready = [(s, r) for s, r in self._ready() if r]
             total = sum(r for _, r in ready)
@@ -360,25 +392,56 @@ class Pipeline:
                 if count:
                     clips.append(s.loc.take(count, s.ended))
                     owners.append((s, count))
+                    s.encoding += count
                     room -= count
             self.batches.add(batch - room)
             self.ready_since = now if total > batch - room else None
             ran = True
-            try:
-                with self.clock.stage("encoder", batch - room):
-                    x = np.concatenate(clips) if len(clips) > 1 else clips[0]
-                    feats = self.models.encode(x)
-            except FAULTS as exc:
-                for s, _ in owners:
-                    self._fail(s, exc)
-                continue
-            at = 0
-            for s, count in owners:
+            x = np.concatenate(clips) if len(clips) > 1 else clips[0]
+            if self.pool is None:
+                result: Future = Future()
                 try:
-                    s.loc.add_features(feats[at : at + count])
+                    result.set_result(self._timed_encode(x))
                 except FAULTS as exc:
-                    self._fail(s, exc)
+                    result.set_exception(exc)
+            else:
+                while len(self.inflight) >= self.opts.encoder_workers:
+                    self._collect(wait=True)
+                result = self.pool.submit(self._timed_encode, x)
+                result.add_done_callback(lambda _: self.wake.set())
+            self.inflight.append(_Call(result, owners))
+            self._collect(wait=False)
+
+    def _timed_encode(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        return self.models.encode(x), time.perf_counter() - t0
+
+    def _collect(self, wait: bool) -> bool:
+        """Hand finished encoder calls' features to their streams in the order the calls were
+        made (so each stream's arrive in order), waiting for the oldest if `wait`; True when
+        any came back."""
+        got = False
+        while self.inflight and (wait or self.inflight[0].result.done()):
+            call, wait, got = self.inflight.popleft(), False, True
+            for s, n in call.owners:
+                s.encoding -= n
+            try:
+                feats, seconds = call.result.result()
+            except FAULTS as exc:
+                for s, _ in call.owners:
+                    if s in self.active:  # a stream fails once, whatever its other calls hold
+                        self._fail(s, exc)
+                continue
+            self.clock.add("encoder", seconds, len(feats))
+            at = 0
+            for s, count in call.owners:
+                if s in self.active:
+                    try:
+                        s.loc.add_features(feats[at : at + count])
+                    except FAULTS as exc:
+                        self._fail(s, exc)
                 at += count
+        return got
 
     def step(self) -> bool:
         """One round: start sources, drain queues, encode, close ended streams. False when all
@@ -392,6 +455,8 @@ class Pipeline:
             if self.stopping and self.pending:
                 self.stopped_early = True
             self.pending.clear()
+            if self.pool is not None:
+                self.pool.shutdown(cancel_futures=True)
             self.wall = time.perf_counter() - self.t0
             if self.status:
                 self.status.clear()
@@ -410,7 +475,7 @@ class Pipeline:
                 st.feed.quit.set()
         progressed |= self._encode(flush=self.stopping)
         for st in [s for s in self.active if s.ended]:
-            if not st.loc.shares_encoder or st.loc.ready(True) == 0:
+            if not st.loc.shares_encoder or (st.loc.ready(True) == 0 and st.encoding == 0):
                 self._close(st)
                 progressed = True
         if self.status and self.status.enabled:
@@ -483,6 +548,7 @@ class Pipeline:
             "parallel": self.opts.parallel,
             "stages": clock.report(STAGE_UNITS),
             "encoder_batch": {"size": self.opts.encoder_batch, **self.batches.summary()},
+            "encoder_workers": self.opts.encoder_workers,
             "latency_seconds": self.latency.summary(),
             "queue_depth": {"capacity": self.opts.queue_depth, **self.queues.summary()},
             "peak_rss_mib": peak_rss_mib(),

@@ -4,6 +4,8 @@ and with many streams at once, on long Synth-TAL videos; sources from folders an
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,16 +72,55 @@ def test_streaming_equals_offline_on_long_videos(alone, offline):
         assert_same(alone[vid], segs)
 
 
-@pytest.mark.parametrize("parallel,batch", [(3, 16), (2, 5), (3, 64)])
-def test_parallel_streams_equal_each_stream_alone(tiny_bundle, long_videos, alone, parallel, batch):
-    # a snippet's features do not depend on its batch mates: bit for bit the single-stream run
+@pytest.mark.parametrize(
+    "parallel,batch,workers", [(3, 16, 1), (2, 5, 1), (3, 64, 1), (3, 4, 3), (1, 2, 4)]
+)
+def test_parallel_streams_equal_each_stream_alone(
+    tiny_bundle, long_videos, alone, parallel, batch, workers
+):
+    # a snippet's features depend neither on its batch mates nor on which call finished first:
+    # bit for bit the single-stream run
     models = BundleModels(tiny_bundle)
-    results, stats = stream_sources(
-        models, long_videos, quiet=True, options=Options(parallel=parallel, encoder_batch=batch)
-    )
+    options = Options(parallel=parallel, encoder_batch=batch, encoder_workers=workers)
+    results, stats = stream_sources(models, long_videos, quiet=True, options=options)
     assert results == alone
     assert stats["videos"] == 3 and stats["parallel"] == parallel
-    assert stats["encoder_batch"]["max"] == batch
+    assert stats["encoder_batch"]["max"] == batch and stats["encoder_workers"] == workers
+
+
+def test_encoder_calls_run_at_once_and_fail_their_streams_alone(tiny_bundle, long_videos):
+    models = BundleModels(tiny_bundle)
+    encode, lock = models.encode, threading.Lock()
+    running, most = [0], [0]
+
+    def slow(x):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)  # ONNX Runtime lets go of the GIL while it computes; so does sleep
+        with lock:
+            running[0] -= 1
+        return encode(x)
+
+    models.encode = slow
+    options = Options(parallel=3, encoder_workers=3)
+    results, _ = stream_sources(models, long_videos[:2], quiet=True, options=options)
+    assert most[0] > 1 and all(results.values())
+
+    def broken(x):
+        raise LofiError("encoder lost")
+
+    models.encode = broken
+    errors: list[str] = []
+    pipe = Pipeline(models, long_videos, options=options, error=errors.append).run()
+    assert sorted(r["status"] for r in pipe.records) == ["failed"] * 3
+    assert len(errors) == 3 and all("encoder lost" in e for e in errors)
+
+
+def test_backends_that_take_one_call_at_a_time_get_one_worker(tiny_bundle):
+    models = BundleModels(tiny_bundle)
+    models.concurrent = False  # as a TensorRT engine's context
+    assert Pipeline(models, [], options=Options(encoder_workers=4)).opts.encoder_workers == 1
 
 
 def test_parallel_streams_share_encoder_calls(tiny_bundle, long_videos):

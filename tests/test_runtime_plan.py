@@ -19,8 +19,9 @@ from lofi.runtime.snippets import SnippetGrid
         ("cpu", 1, 2, Plan(1, 1, 4)),  # the dev machine: one core each, measured fastest
         ("cpu", 2, 2, Plan(2, 1, 4)),  # as many sources as cores: the models may use all
         ("cpu", 4, 2, Plan(2, 1, 4)),
-        ("cpu", 1, 16, Plan(15, 0, 4)),  # cores to spare: FFmpeg's frame threading
-        ("cpu", 4, 16, Plan(12, 0, 4)),
+        # cores to spare: FFmpeg's frame threading, one-thread encoder calls on the rest at once
+        ("cpu", 1, 16, Plan(1, 0, 4, 15)),
+        ("cpu", 4, 16, Plan(1, 0, 4, 12)),
         ("cpu", 8, 16, Plan(8, 1, 4)),
         ("cpu", 16, 16, Plan(16, 1, 4)),
         ("cuda", 1, 16, Plan(0, 0, 16)),
