@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from lofi.trainer.config import load_config
+from lofi.trainer.encoder import freeze_batch_norm
 from lofi.trainer.head_kinds import head_kind
 from lofi.trainer.planner import CHECKPOINTING, GIB, fidelities, measure_step, surrogate_loss
 from lofi.trainer.schema import Config
@@ -61,6 +62,8 @@ def gpu_rows(cfg: Config, size: tuple[int, int]) -> list[dict]:
                 enc = build_encoder(cfg, pretrained=False).cuda().train()
                 head = build_head(cfg, enc.out_dim, 20).cuda().train()
                 enc.set_memory(ckpt)
+                if cfg.lofi.freeze_bn:
+                    freeze_batch_norm(enc)
                 before = torch.cuda.memory_allocated()
                 dtype = {"fp32": None, "bf16": torch.bfloat16}[prec]
                 h, w = fid.size(*size)
@@ -128,7 +131,9 @@ def main() -> None:
         print_tables(result)
     else:
         result["device"] = torch.cuda.get_device_name()
-        gpu = load_config(CONFIGS / "tsm_r18_anet.yaml", ["lofi.batch_size=2", "data.k=8"])
+        # frozen batch norm, as chunked checkpointing needs it
+        overrides = ["lofi.batch_size=2", "data.k=8", "lofi.freeze_bn=true"]
+        gpu = load_config(CONFIGS / "tsm_r18_anet.yaml", overrides)
         result["cuda_vs_planner"] = gpu_rows(gpu, (224, 224))
         for r in result["cuda_vs_planner"]:
             print(r)

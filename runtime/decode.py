@@ -6,6 +6,7 @@ import queue
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -127,6 +128,28 @@ def _open(
         raise LofiError(f"cannot open video {source}: {exc}") from None
 
 
+class _NoFrames(LofiError):
+    """No frame came out of the decoder."""
+
+
+class _NvdecGaveNothing(LofiError):
+    """NVDEC decoded no frame of a stream with frames (raised before any frame was yielded, so
+    `auto` can start the source over on the CPU)."""
+
+    def __init__(self, message: str, fmt: nvcodec.StreamFormat) -> None:
+        super().__init__(message)
+        self.fmt = fmt
+
+
+_told: set = set()  # what `auto` has said it decodes on the CPU, once per process each
+
+
+def _tell_once(key: object, line: str) -> None:
+    if key not in _told:
+        _told.add(key)
+        warnings.warn(line, RuntimeWarning, stacklevel=3)
+
+
 def _header_duration(container: av.container.InputContainer, stream: av.VideoStream) -> float:
     """Seconds the file's header announces for the video (0 when it does not say)."""
     if stream.duration and stream.time_base:
@@ -147,6 +170,12 @@ class VideoReader:
       everything readable is kept;
     - a source that stalls (no data for `timeout` seconds), a live source whose read fails, or
       `MAX_CORRUPT_RUN` undecodable packets in a row end with `cut_short` set to the reason.
+
+    `decode`: `cpu`, `nvdec` or `auto` (files through PyNvVideoCodec when it is installed, else
+    the CPU). Before a stream goes to NVDEC its codec, profile and pixel format are checked
+    against `nvcodec.SUPPORTED`; a stream NVDEC cannot decode, or one it decodes nothing of, is
+    refused in one line with `nvdec` and decoded on the CPU with `auto` (`fallback` says why; a
+    `RuntimeWarning` says so once per stream format and process).
 
     `threads`: decoder threads (0: FFmpeg's frame threading with its own count; 1: decoding on
     the calling thread only, which leaves the other cores to inference). `keep(n)`: whether
@@ -178,6 +207,8 @@ class VideoReader:
         self.cut_short: str | None = None
         self.truncated: str | None = None
         self.corrupt = 0
+        self.fallback: str | None = None  # why `auto` decoded this source on the CPU
+        self._fed = 0  # packets with data handed to the decoder
         self._reformatter = VideoReformatter()
         self.announced = 0.0  # seconds the header announces (0: not said, e.g. a live source)
         self.is_file = not _URL.match(self.source) and not re.match(
@@ -208,6 +239,7 @@ class VideoReader:
         seen = False
         try:
             for packet in container.demux(stream):
+                self._fed += packet.size > 0
                 try:
                     frames = packet.decode()
                 except av.ExitError:
@@ -261,12 +293,35 @@ class VideoReader:
 
         for t, rgb in source.frames(broken):
             yield t, source.frame_seconds, rgb
+        self._fed = source.packets
 
     def __iter__(self) -> Iterator[np.ndarray | None]:
         _check_decode(self.decode)
         nvc = nvcodec.load() if self.decode != "cpu" and self.is_file else None
-        decode = "cpu" if self.decode == "auto" and nvc is None else self.decode
-        container = _open(self.source, self.timeout, self.open_timeout, "cpu" if nvc else decode)
+        # NVDEC through PyNvVideoCodec (files, where installed), else through FFmpeg's CUDA
+        # hwaccel (`nvdec` only: `auto` without PyNvVideoCodec decodes on the CPU)
+        nvdec = nvc is not None or self.decode == "nvdec"
+        try:
+            try:
+                yield from self._decode(nvc, nvdec)
+            except _NvdecGaveNothing as exc:  # no frame was yielded: start over on the CPU
+                if self.decode == "nvdec":
+                    raise LofiError(f"--decode nvdec: {exc}; use --decode cpu") from None
+                self.fallback = f"{exc}; decoded on the CPU instead"
+                _tell_once(("nothing", exc.fmt), f"--decode auto: {self.fallback}")
+                self.corrupt, self.cut_short, self.truncated = 0, None, None
+                yield from self._decode(None, False)
+        finally:
+            self.ended = True
+
+    def _decode(self, nvc: ModuleType | None, nvdec: bool) -> Iterator[np.ndarray | None]:
+        """One pass over the source: with PyNvVideoCodec (`nvc`), FFmpeg's CUDA hwaccel (`nvdec`
+        without `nvc`) or the CPU."""
+        hwaccel = nvdec and nvc is None
+        self._fed = 0
+        container = _open(
+            self.source, self.timeout, self.open_timeout, "nvdec" if hwaccel else "cpu"
+        )
         try:
             if not container.streams.video:
                 raise LofiError(f"no video stream in {self.source}")
@@ -280,15 +335,38 @@ class VideoReader:
             origin = None
             if stream.start_time is not None and stream.time_base is not None:
                 origin = float(stream.start_time * stream.time_base)
+            fmt = nvcodec.stream_format(stream.codec_context) if nvdec else None
+            why = nvcodec.unsupported(fmt) if fmt else None
+            if why and self.decode == "nvdec":
+                raise LofiError(
+                    f"--decode nvdec: NVDEC cannot decode {self.source} ({why}); use --decode cpu"
+                )
+            if why:  # auto: the container was opened for the CPU
+                self.fallback = f"NVDEC cannot decode {why}; decoded on the CPU instead"
+                _tell_once(
+                    ("format", fmt), f"--decode auto: {self.fallback} (first: {self.source})"
+                )
+                nvc, nvdec = None, False
+            said = stream.frames  # frames the container announces (0: not said)
+            size = f"{stream.codec_context.width}x{stream.codec_context.height}"
             if nvc is not None:
                 container.close()  # only its header was needed: PyNvVideoCodec demuxes itself
                 timed = self._nv_frames(nvc)
             else:
                 timed = self._pyav_frames(container, stream)
-            yield from self._converted(self._sample(timed, origin))
+            try:
+                yield from self._converted(self._sample(timed, origin))
+            except _NoFrames:
+                if not nvdec or not (said or self._fed):
+                    raise
+                # with the size: NVDEC also has a smallest coded size (the driver's decoder caps)
+                raise _NvdecGaveNothing(
+                    f"NVDEC decoded nothing from {self.source} ({self._fed} packets of "
+                    f"{nvcodec.describe(fmt)} {size} fed, {self.corrupt} rejected)",
+                    fmt,
+                ) from None
         finally:
             container.close()
-            self.ended = True
 
     def _sample(self, timed: Iterable[tuple[float, float, object]], origin: float | None):
         """The decoded frame (unconverted) on screen at each n/fps seconds after `origin`."""
@@ -305,7 +383,7 @@ class VideoReader:
             prev = frame
             prev_end = t + dur
         if prev is None:
-            raise LofiError(f"no decodable video frames in {self.source}")
+            raise _NoFrames(f"no decodable video frames in {self.source}")
         while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
             self.frames_out += 1
             yield prev

@@ -108,3 +108,46 @@ def tiny_bundle(tmp_path_factory, random_checkpoint) -> Path:
     folder, parity = export_bundle(random_checkpoint, out)
     assert parity["ok"], parity
     return folder
+
+
+@pytest.fixture(scope="session")
+def synth_h264_420(tiny_synth: Path, tmp_path_factory) -> Path:
+    """tiny_synth's first validation video as NVDEC decodes it: 8-bit 4:2:0 H.264, profile High,
+    CRF 10 (the Synth-TAL files are lossless H.264, profile High 4:4:4 Predictive, which NVDEC
+    does not decode). Its frames are the lossless file's YUV planes, not converted again,
+    enlarged 8x by pixel repetition to 256x256 (NVDEC has a smallest coded size, which the
+    32x32 original may be under); tagged BT.601 limited range, FFmpeg's default for untagged
+    video, so every decoder converts to RGB with the same matrix."""
+    import av
+    import numpy as np
+
+    src = tiny_synth / "videos" / "synth_val_0000.mp4"
+    out = tmp_path_factory.mktemp("h264_420") / "synth_val_0000_yuv420p.mp4"
+    k = 8
+    with av.open(str(src)) as inp, av.open(str(out), "w") as dst:
+        s_in = inp.streams.video[0]
+        h, w = s_in.codec_context.height, s_in.codec_context.width
+        s = dst.add_stream("libx264", rate=s_in.average_rate)
+        s.height, s.width, s.pix_fmt = h * k, w * k, "yuv420p"
+        s.codec_context.thread_count = 1
+        s.options = {
+            "crf": "10",
+            "preset": "veryfast",
+            "profile": "high",
+            "g": "32",
+            "x264-params": "colormatrix=smpte170m:colorprim=smpte170m:transfer=smpte170m:range=tv",
+        }
+        for i, frame in enumerate(inp.decode(s_in)):
+            planes = [
+                np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
+                for p in frame.planes
+            ]
+            # from_ndarray's yuv420p layout: the Y rows, then U's and V's, each row two of theirs
+            big = [np.kron(p, np.ones((k, k), np.uint8)).reshape(-1, w * k) for p in planes]
+            yuv = av.VideoFrame.from_ndarray(np.concatenate(big), format="yuv420p")
+            yuv.pts = i
+            for packet in s.encode(yuv):
+                dst.mux(packet)
+        for packet in s.encode():
+            dst.mux(packet)
+    return out

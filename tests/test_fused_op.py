@@ -72,6 +72,27 @@ def test_matches_reference(op, device, dtype, size):
     compare(op, frames, index, boxes, size, dtype, device)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_cuda_computes_what_the_cpu_computes(op, dtype):
+    """Both sides round the same IEEE float32 operations in the same order, so CUDA and CPU agree
+    bit for bit: the reference (its `/ out` once ran on CUDA as `* fl(1 / out)`, a coordinate one
+    float32 step off that moved outputs by 1.7e-5 and failed test_matches_reference) and the
+    fused op (the kernel is built without FMA contraction or fast math, like its CPU twin)."""
+    need("cuda")
+    frames, index = case(11, 33, 47, 3, 5, 2)
+    boxes = torch.tensor(
+        [[0.0, 0.0, 47.0, 33.0], [2.5, 1.25, 40.75, 30.5], [-3.0, -2.0, 52.0, 40.0]]
+    )
+    on_cpu = frames, index, boxes
+    on_gpu = tuple(t.cuda() for t in on_cpu)
+    for size in [(7, 9), (31, 29), (64, 40), (12, 30), (5, 12), (1, 1)]:
+        ref = [lofi_sample_reference(*t, size, MEAN, STD, dtype).cpu() for t in (on_cpu, on_gpu)]
+        fused = [op(*t, *size, MEAN, STD, dtype).cpu() for t in (on_cpu, on_gpu)]
+        assert torch.equal(*ref), ("reference", size)
+        assert torch.equal(*fused), ("fused op", size)
+
+
 def test_bf16_bound_is_one_to_four_steps():
     """2^-6 relative admits one bf16 step anywhere (1e-2 absolute refuses one step above 2, which
     failed 4 seeds in 200) and refuses five."""

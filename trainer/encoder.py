@@ -109,6 +109,14 @@ def parse_checkpointing(text: str) -> tuple[str, int]:
     raise LofiError(f"train.checkpointing must be none, stages or chunks:N (N >= 1), not {text!r}")
 
 
+def freeze_batch_norm(module: nn.Module) -> None:
+    """Batch norm normalises with its running statistics and stops updating them
+    (`lofi.freeze_bn`: LoFi's small batches, and chunked checkpointing, need it)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 @contextmanager
 def _frozen_bn_stats(module: nn.Module) -> Iterator[None]:
     """Recomputation must not update batch-norm running statistics a second time."""

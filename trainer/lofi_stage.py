@@ -18,6 +18,7 @@ from lofi.trainer.data import (
 )
 from lofi.trainer.detector import Detector
 from lofi.trainer.distributed import Dist, sync_batchnorm
+from lofi.trainer.encoder import freeze_batch_norm
 from lofi.trainer.features import evaluate_head, extract_features, map_values
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.head_kinds import head_kind
@@ -70,9 +71,7 @@ class LofiStage(Stage):
     def train_mode(self) -> None:
         self.model.train()
         if self.s.freeze_bn:
-            for mod in self.model.encoder.modules():
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    mod.eval()
+            freeze_batch_norm(self.model.encoder)
 
     def begin_epoch(self, epoch: int, rng: np.random.Generator) -> int:
         """The epoch's fidelity per step; multigrid's larger batches take fewer steps, so every

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 from lofi.runtime.errors import LofiError
 from lofi.trainer.checkpoint import build_encoder, build_head
+from lofi.trainer.encoder import freeze_batch_norm
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
 from lofi.trainer.head_kinds import GTADKind, PyramidKind, head_kind
 from lofi.trainer.loop import PRECISIONS, make_optimizer
@@ -85,9 +86,7 @@ def measure_step(
         encoder.set_memory(checkpointing, cfg.train.channels_last)
         model = nn.ModuleDict({"encoder": encoder, "head": head}).train()
         if s.freeze_bn:
-            for m in encoder.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            freeze_batch_norm(encoder)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = make_optimizer([{"params": params, "lr": s.lr}], s)
         meter = MemoryMeter(list(model.parameters()) + list(model.buffers()))
