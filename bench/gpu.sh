@@ -10,7 +10,9 @@
 #   runtime  bench/runtime.py on all the machine's CPU cores: where one stream leaves cores
 #            idle, what --parallel gains (with the demo's trained bundle where .gpu-demo holds a
 #            copy of lofi-demo-out's bundle/ and runs/head/checkpoint.pt, else random weights);
-#   runtime-2cores  the same on two of its cores (taskset), beside the 2-core dev machine.
+#   runtime-2cores  the same on two of its cores (taskset), beside the 2-core dev machine;
+#   runtime-sweep   4 five-minute streams at once under other decoder threads and encoder
+#            calls than the plan's, each beside the same 4 one after another.
 # Run from anywhere on the GPU machine:
 #   bash bench/gpu.sh [all | PART...]     (default all; parts fit shorter leases)
 # JSON lands in bench/results/ (*-cuda*.json, runtime-gpu-machine-*.json) and, after every step,
@@ -24,10 +26,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("${@:-all}")
-[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores)
+[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores runtime-sweep)
 for p in "${parts[@]}"; do
-  case "$p" in tests | kernels | memory | runtime | runtime-2cores) ;; *)
-    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime runtime-2cores]" >&2
+  case "$p" in tests | kernels | memory | runtime | runtime-2cores | runtime-sweep) ;; *)
+    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime runtime-2cores" \
+      "runtime-sweep]" >&2
     exit 2
     ;;
   esac
@@ -61,7 +64,7 @@ pack() { # the results so far into $OUT, where the device tool brings files back
   [ -z "$files" ] || (cd "$results" && tar czf "$OUT/gpu-results.tgz" $files)
 }
 
-step build python3 - <<'EOF'
+wants tests || wants kernels || wants memory && step build python3 - <<'EOF'
 import sys, torch
 from lofi.cpp_ext.build import cuda_home
 from lofi.cpp_ext.ops import has_kernel
@@ -106,6 +109,10 @@ demo=()
 if wants runtime; then
   step runtime-all-cores python3 bench/runtime.py "${demo[@]}" --work /tmp/bench-runtime \
     --out "$results/runtime-gpu-machine-$(nproc)c.json"
+fi
+if wants runtime-sweep; then
+  step runtime-sweep python3 bench/runtime.py "${demo[@]}" --sweep --minutes 5 \
+    --work /tmp/bench-runtime --out "$results/runtime-gpu-machine-sweep-$(nproc)c.json"
 fi
 if wants runtime-2cores; then
   step runtime-2-cores taskset -c 0,1 python3 bench/runtime.py "${demo[@]}" \

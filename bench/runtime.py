@@ -193,6 +193,33 @@ def peak_rss(video: Path, bundle: Path, work: Path) -> dict:
     return {k: s[k] for k in keep} | {"latency_seconds": s["latency_seconds"]}
 
 
+def parallel_sweep(bundle: Path, copies: list[str], repeats: int) -> dict:
+    """The streams at once under other decoder threads and encoder calls than the plan's
+    (one ONNX Runtime thread a call), each beside the same streams one after another."""
+    n, cores = len(copies), usable_cores()
+    chosen = plan("cpu", n)
+    knobs = {"plan": (chosen.decoder_threads, chosen.encoder_workers)}
+    for decoder in (1, 2):
+        for workers in sorted({n, 2 * n, max(1, cores - n)}):
+            knobs[f"decoder_threads={decoder},workers={workers}"] = (decoder, workers)
+    alone = planned_models(bundle)
+    sides = {"sequential": lambda: stream_sources(alone, copies, quiet=True)}
+    for name, (decoder, workers) in knobs.items():
+        models = BundleModels(bundle, threads=chosen.ort_threads if name == "plan" else 1)
+        options = Options(parallel=n, decoder_threads=decoder, encoder_workers=workers)
+        sides[name] = lambda m=models, o=options: stream_sources(m, copies, quiet=True, options=o)
+    runs = interleaved(sides, repeats)
+    sequential = median(runs["sequential"])
+    return {
+        name: {
+            "seconds": median(r),
+            "cores_busy": cores_busy(r),
+            "throughput_vs_sequential": round(sequential / median(r), 2),
+        }
+        for name, r in runs.items()
+    }
+
+
 def machine() -> dict:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     names = [x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")]
@@ -215,6 +242,11 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--work", type=Path, default=Path("bench-runtime-work"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/runtime.json"))
+    ap.add_argument(
+        "--sweep",
+        action="store_true",
+        help="only the streams at once under other decoder threads and encoder calls",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -225,6 +257,20 @@ def main() -> None:
         args.work / f"synth-{args.minutes:g}min.mp4", args.minutes, (m.height, m.width), m.grid.fps
     )
     print(f"video {video} ({args.minutes:g} min, {m.height}x{m.width} at {m.grid.fps:g} fps)")
+
+    copies = []
+    for i in range(args.streams):
+        copy = args.work / f"stream{i}.mp4"
+        if not copy.is_file():
+            copy.write_bytes(video.read_bytes())
+        copies.append(str(copy))
+    if args.sweep:
+        sweep = parallel_sweep(bundle, copies, args.repeats)
+        print("streams at once:", json.dumps(sweep))
+        report = {"machine": info, "minutes": args.minutes, "streams": args.streams, "sweep": sweep}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        return
 
     torch_offline = TorchOffline(ckpt, models)
     runs = interleaved(
@@ -249,12 +295,6 @@ def main() -> None:
     )
     print("inference:", json.dumps(inference))
 
-    copies = []
-    for i in range(args.streams):
-        copy = args.work / f"stream{i}.mp4"
-        if not copy.is_file():
-            copy.write_bytes(video.read_bytes())
-        copies.append(str(copy))
     shared = planned_models(bundle, parallel=args.streams)
     together = plan("cpu", args.streams)
     one_call = BundleModels(bundle, threads=together.ort_threads * together.encoder_workers)

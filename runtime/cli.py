@@ -92,8 +92,8 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     "--batch",
     type=click.IntRange(min=0),
     default=0,
-    help="Snippets per encoder call at most (0: 4 on the CPU, where they stay in cache; 16 on a "
-    "GPU).",
+    help="Snippets per encoder call at most (0: 4 on a CPU the decoders keep busy, where they "
+    "stay in cache; 16 on a CPU with cores to spare, and on a GPU).",
 )
 @click.option(
     "--decode",

@@ -304,11 +304,15 @@ class VideoReader:
         try:
             try:
                 yield from self._decode(nvc, nvdec)
-            except _NvdecGaveNothing as exc:  # no frame was yielded: start over on the CPU
+            except (_NvdecGaveNothing, nvcodec.NoDecoder) as exc:  # no frame yielded yet
                 if self.decode == "nvdec":
-                    raise LofiError(f"--decode nvdec: {exc}; use --decode cpu") from None
+                    hint = ": it needs an NVIDIA GPU and driver" * isinstance(
+                        exc, nvcodec.NoDecoder
+                    )
+                    raise LofiError(f"--decode nvdec: {exc}{hint}; use --decode cpu") from None
                 self.fallback = f"{exc}; decoded on the CPU instead"
-                _tell_once(("nothing", exc.fmt), f"--decode auto: {self.fallback}")
+                key = ("nothing", exc.fmt) if isinstance(exc, _NvdecGaveNothing) else "no decoder"
+                _tell_once(key, f"--decode auto: {self.fallback}")
                 self.corrupt, self.cut_short, self.truncated = 0, None, None
                 yield from self._decode(None, False)
         finally:

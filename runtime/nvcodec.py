@@ -102,6 +102,10 @@ def host_rgb(frame: object, height: int, width: int) -> np.ndarray:
     return np.frombuffer(buf, np.uint8).reshape(height, width, 3).copy()
 
 
+class NoDecoder(LofiError):
+    """PyNvVideoCodec loaded but made no decoder (no usable NVIDIA GPU or driver)."""
+
+
 class NvFrames:
     """Iterates `(seconds, rgb)` for every decoded frame of a file, in presentation order.
 
@@ -126,10 +130,7 @@ class NvFrames:
                 outputColorType=nvc.OutputColorType.RGB,
             )
         except Exception as exc:
-            raise LofiError(
-                f"--decode nvdec: PyNvVideoCodec could not create an NVDEC decoder ({exc}): it "
-                "needs an NVIDIA GPU and driver; use --decode cpu"
-            ) from None
+            raise NoDecoder(f"PyNvVideoCodec could not create an NVDEC decoder ({exc})") from None
         self.time_base = Fraction(self.demuxer.GetTimebaseNum(), self.demuxer.GetTimebaseDen())
         self.frame_seconds = 1.0 / float(self.demuxer.FrameRate() or 25.0)
 

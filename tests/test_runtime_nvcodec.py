@@ -177,6 +177,12 @@ def test_no_decoder_is_refused_in_one_line(monkeypatch, video420):
     with pytest.raises(LofiError, match="PyNvVideoCodec could not create an NVDEC decoder") as e:
         list(VideoReader(video420, 8.0, (32, 32), decode="nvdec"))
     assert "\n" not in str(e.value) and "use --decode cpu" in str(e.value)
+    # auto takes the CPU instead: PyNvVideoCodec installed on a machine without a usable GPU
+    reader = VideoReader(video420, 8.0, (32, 32), decode="auto")
+    with pytest.warns(RuntimeWarning, match="could not create an NVDEC decoder"):
+        frames = np.stack(list(reader))
+    np.testing.assert_array_equal(frames, read_video(video420, 8.0, (32, 32)))
+    assert "decoded on the CPU" in reader.fallback
 
 
 def test_the_support_table_reads_the_header():

@@ -20,8 +20,8 @@ from lofi.runtime.snippets import SnippetGrid
         ("cpu", 2, 2, Plan(2, 1, 4)),  # as many sources as cores: the models may use all
         ("cpu", 4, 2, Plan(2, 1, 4)),
         # cores to spare: FFmpeg's frame threading, one-thread encoder calls on the rest at once
-        ("cpu", 1, 16, Plan(1, 0, 4, 15)),
-        ("cpu", 4, 16, Plan(1, 0, 4, 12)),
+        ("cpu", 1, 16, Plan(1, 0, 16, 15)),
+        ("cpu", 4, 16, Plan(1, 0, 16, 12)),
         ("cpu", 8, 16, Plan(8, 1, 4)),
         ("cpu", 16, 16, Plan(16, 1, 4)),
         ("cuda", 1, 16, Plan(0, 0, 16)),
