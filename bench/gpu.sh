@@ -12,7 +12,9 @@
 #            copy of lofi-demo-out's bundle/ and runs/head/checkpoint.pt, else random weights);
 #   runtime-2cores  the same on two of its cores (taskset), beside the 2-core dev machine;
 #   runtime-sweep   4 five-minute streams at once under other decoder threads and encoder
-#            calls than the plan's, each beside the same 4 one after another.
+#            calls than the plan's, each beside the same 4 one after another;
+#   runtime-scaling where 4 streams at once stop scaling: decoding alone, the main thread, the
+#            GIL's switch interval.
 # Run from anywhere on the GPU machine:
 #   bash bench/gpu.sh [all | PART...]     (default all; parts fit shorter leases)
 # JSON lands in bench/results/ (*-cuda*.json, runtime-gpu-machine-*.json) and, after every step,
@@ -26,11 +28,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 parts=("${@:-all}")
-[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores runtime-sweep)
+[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores runtime-sweep runtime-scaling)
 for p in "${parts[@]}"; do
-  case "$p" in tests | kernels | memory | runtime | runtime-2cores | runtime-sweep) ;; *)
+  case "$p" in tests | kernels | memory | runtime | runtime-2cores | runtime-sweep | runtime-scaling) ;; *)
     echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime runtime-2cores" \
-      "runtime-sweep]" >&2
+      "runtime-sweep runtime-scaling]" >&2
     exit 2
     ;;
   esac
@@ -113,6 +115,10 @@ fi
 if wants runtime-sweep; then
   step runtime-sweep python3 bench/runtime.py "${demo[@]}" --sweep --minutes 5 \
     --work /tmp/bench-runtime --out "$results/runtime-gpu-machine-sweep-$(nproc)c.json"
+fi
+if wants runtime-scaling; then
+  step runtime-scaling python3 bench/runtime.py "${demo[@]}" --scaling --minutes 5 \
+    --work /tmp/bench-runtime --out "$results/runtime-gpu-machine-scaling-$(nproc)c.json"
 fi
 if wants runtime-2cores; then
   step runtime-2-cores taskset -c 0,1 python3 bench/runtime.py "${demo[@]}" \

@@ -32,12 +32,13 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib.resources import files
 from pathlib import Path
 
 import av
 import torch
-from lofi.runtime.decode import read_video
+from lofi.runtime.decode import VideoReader, read_video
 from lofi.runtime.models import BundleModels
 from lofi.runtime.pipeline import Options, plan, planned_models, stream_sources, usable_cores
 from lofi.runtime.postprocess import detect
@@ -220,6 +221,59 @@ def parallel_sweep(bundle: Path, copies: list[str], repeats: int) -> dict:
     }
 
 
+def scaling(bundle: Path, copies: list[str], repeats: int) -> dict:
+    """Where streams at once in one process stop scaling. Decoding alone (each source on one
+    thread, FFmpeg single-threaded: its decode lets go of the GIL, the Python around it does
+    not) one after another against all at once; how much of each wall second the main thread
+    (localizers, encoder calls' setup) computes during a `--parallel` run; and that run with
+    Python's GIL handed over every 0.5 ms instead of every 5 ms."""
+    m = BundleModels(bundle).manifest
+    size, fps, n = (m.height, m.width), m.grid.fps, len(copies)
+
+    def decode(path: str) -> int:
+        return sum(1 for _ in VideoReader(path, fps, size, threads=1))
+
+    def at_once() -> list[int]:
+        with ThreadPoolExecutor(n) as pool:
+            return list(pool.map(decode, copies))
+
+    runs = interleaved(
+        {"one_after_another": lambda: [decode(c) for c in copies], "at_once": at_once}, repeats
+    )
+    decoding = {
+        name: {"seconds": median(r), "cores_busy": cores_busy(r)} for name, r in runs.items()
+    }
+    decoding["speedup"] = round(median(runs["one_after_another"]) / median(runs["at_once"]), 3)
+
+    models = planned_models(bundle, parallel=n)
+    default_interval = sys.getswitchinterval()
+    intervals = {"switch_5ms": 0.005, "switch_0.5ms": 0.0005}
+    main_thread: dict[str, list[float]] = {name: [] for name in intervals}
+
+    def parallel(name: str):
+        def run():
+            sys.setswitchinterval(intervals[name])
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return stream_sources(models, copies, quiet=True, options=Options(parallel=n))
+            finally:
+                main_thread[name].append((time.thread_time() - c0) / (time.perf_counter() - t0))
+                sys.setswitchinterval(default_interval)
+
+        return run
+
+    runs = interleaved({name: parallel(name) for name in intervals}, repeats)
+    streams = {
+        name: {
+            "seconds": median(r),
+            "cores_busy": cores_busy(r),
+            "main_thread_busy": round(statistics.median(main_thread[name]), 2),
+        }
+        for name, r in runs.items()
+    }
+    return {"decoding_alone": decoding, "streams_at_once": streams}
+
+
 def machine() -> dict:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     names = [x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")]
@@ -247,6 +301,11 @@ def main() -> None:
         action="store_true",
         help="only the streams at once under other decoder threads and encoder calls",
     )
+    ap.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only where streams at once stop scaling: decoding alone, the main thread, the GIL",
+    )
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     info = machine()
@@ -264,10 +323,11 @@ def main() -> None:
         if not copy.is_file():
             copy.write_bytes(video.read_bytes())
         copies.append(str(copy))
-    if args.sweep:
-        sweep = parallel_sweep(bundle, copies, args.repeats)
-        print("streams at once:", json.dumps(sweep))
-        report = {"machine": info, "minutes": args.minutes, "streams": args.streams, "sweep": sweep}
+    if args.sweep or args.scaling:
+        name, fn = ("sweep", parallel_sweep) if args.sweep else ("scaling", scaling)
+        found = fn(bundle, copies, args.repeats)
+        print(f"{name}:", json.dumps(found))
+        report = {"machine": info, "minutes": args.minutes, "streams": args.streams, name: found}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         return
@@ -291,7 +351,7 @@ def main() -> None:
         "stages": runs["ort_stream"][-1][1][1]["stages"],
     }
     inference["speedup"] = round(
-        inference["torch_eager_offline_seconds"] / inference["ort_stream_seconds"], 2
+        inference["torch_eager_offline_seconds"] / inference["ort_stream_seconds"], 3
     )
     print("inference:", json.dumps(inference))
 
@@ -325,9 +385,9 @@ def main() -> None:
             latency_seconds=last["latency_seconds"], encoder_batch=last["encoder_batch"]
         )
     par = streams["one_process_parallel"]["seconds"]
-    streams["throughput_ratio"] = round(streams["sequential"]["seconds"] / par, 2)
+    streams["throughput_ratio"] = round(streams["sequential"]["seconds"] / par, 3)
     streams["throughput_ratio_vs_processes"] = round(
-        streams["sequential_processes"]["seconds"] / par, 2
+        streams["sequential_processes"]["seconds"] / par, 3
     )
     # no arrangement of the same work can beat the sequential run by more than the cores it
     # left idle: the ceiling of the ratio on this machine
