@@ -167,7 +167,7 @@ def run_row(name: str, seed_dir: Path, base: list[str], extra: list[str]) -> dic
         "tiou": metrics["tiou"],
         "average_mAP": metrics["average_mAP"],
         "per_class": metrics.get("per_class"),
-        "activation_bytes": None if head_type else activation_bytes(c, row, size),
+        "activation_bytes": activation_bytes(c, row, size),
         "wall_s": time.perf_counter() - t0,
     }
     result.write_text(json.dumps(res, indent=1))

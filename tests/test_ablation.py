@@ -24,6 +24,16 @@ def _run(out: Path) -> subprocess.CompletedProcess:
     )
 
 
+def _bench_module():
+    """bench/ablation.py imported (bench/ is scripts, not a package)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import ablation
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    return ablation
+
+
 def test_ablation_rows_summary_and_resume(tmp_path):
     first = _run(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -61,12 +71,20 @@ def test_ablation_rows_summary_and_resume(tmp_path):
     assert "| long_cycle | 2 |" in report.stdout and report.stdout in again.stdout
 
 
+def test_g_tad_rows_have_an_activation_figure():
+    ablation = _bench_module()
+    from importlib.resources import files
+
+    from lofi.trainer.config import load_config
+
+    cfg = load_config(str(files("lofi.configs") / "demo.yaml"), ablation.GTAD)
+    pyramid = load_config(str(files("lofi.configs") / "demo.yaml"), [])
+    gtad = ablation.activation_bytes(cfg, "T", (32, 32))
+    assert gtad > 0 and gtad != ablation.activation_bytes(pyramid, "T", (32, 32))
+
+
 def test_t_quantiles_match_the_table_beyond_it():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import ablation
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    ablation = _bench_module()
     exact = {2: 4.303, 8: 2.306, 9: 2.262, 12: 2.179, 20: 2.086, 30: 2.042, 120: 1.980}
     assert {df: ablation.t95(df) for df in exact} == pytest.approx(exact, abs=0.004)
     mean, half = ablation.t_interval([1.0, 2.0, 3.0])
