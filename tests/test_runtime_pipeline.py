@@ -191,7 +191,8 @@ def test_lofi_stream_parallel_on_a_folder_writes_what_one_at_a_time_writes(
 
     folder = str(Path(long_videos[0]).parent)
     out = {}
-    for args in ((), ("--parallel", "3", "--batch", "8")):
+    many = ("--parallel", "3", "--batch", "8", "--workers", "2")
+    for args in ((), many):
         res, st = tmp_path / "r.json", tmp_path / "s.json"
         p = run_stream(
             folder,
@@ -208,5 +209,6 @@ def test_lofi_stream_parallel_on_a_folder_writes_what_one_at_a_time_writes(
         stats = json.loads(st.read_text())
         out[args] = json.loads(res.read_text())["results"]
     assert stats["parallel"] == 3 and stats["encoder_batch"]["size"] == 8
+    assert stats["encoder_workers"] == 2
     assert set(out[()]) == {Path(p).stem for p in long_videos}
-    assert out[()] == out[("--parallel", "3", "--batch", "8")]
+    assert out[()] == out[many]
