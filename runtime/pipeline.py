@@ -496,11 +496,15 @@ class Pipeline:
         return self
 
     def close(self) -> None:
-        """Stop every decode thread (a consumer that gives up early, e.g. a closed generator)."""
+        """Stop every decode thread and the encoder workers (a consumer that gives up early,
+        e.g. a closed generator)."""
         for st in self.active:
             st.feed.close()
         self.active.clear()
         self.pending.clear()
+        self.inflight.clear()
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)  # waits for the calls running, a batch each
 
     # ---- reporting
     def video_seconds(self) -> float:

@@ -75,11 +75,14 @@ def test_a_missing_source_raises_and_a_damaged_one_warns(tmp_path, tiny_bundle, 
         assert loc.run(tmp_path / "bad.mp4")
 
 
-def test_leaving_a_stream_early_stops_its_decoder(tiny_bundle, tiny_synth):
+def test_leaving_a_stream_early_stops_its_decoder_and_encoder_workers(tiny_bundle, tiny_synth):
     import threading
+    from dataclasses import replace
 
     loc = Localizer(tiny_bundle)
+    loc.options = replace(loc.options, encoder_workers=2)  # as on a machine with cores to spare
     events = loc.stream(tiny_synth / "videos" / "synth_val_0000.mp4")
     next(events)
     events.close()
-    assert not [t for t in threading.enumerate() if t.name == "lofi-decode" and t.is_alive()]
+    left = [t.name for t in threading.enumerate() if t.is_alive()]
+    assert not [n for n in left if n == "lofi-decode" or n.startswith("lofi-encoder")]
