@@ -4,8 +4,10 @@ shared encoder calls, each keeping its own head windows and finaliser.
 The main thread drains the decode queues, gathers the snippets every stream has ready, encodes
 them in one call (`encoder_batch` at most) when a batch is full, a stream has ended, or a ready
 snippet has waited `max_delay` seconds (a live source is not held back for a full batch), then
-hands each stream its features. A snippet's features do not depend on what it is batched with,
-so every stream's segments equal offline inference of that stream alone.
+hands each stream its features. With `encoder_workers` above 1 the calls run on a thread pool,
+that many at once, and come back in the order they were made. A snippet's features depend
+neither on what it is batched with nor on which call finished first, so every stream's segments
+equal offline inference of that stream alone.
 """
 
 from __future__ import annotations
