@@ -179,6 +179,11 @@ def cores_busy(runs: list) -> float:
     return round(statistics.median(r[2] / r[0] for r in runs), 2)
 
 
+def timing(runs: list) -> dict:
+    """A side's median seconds and cores busy."""
+    return {"seconds": median(runs), "cores_busy": cores_busy(runs)}
+
+
 def lofi_stream(sources: list[str], bundle: Path, work: Path) -> dict:
     """`lofi-stream SOURCES` in a fresh process; its stats."""
     stats = work / "stats.json"
@@ -212,11 +217,7 @@ def parallel_sweep(bundle: Path, copies: list[str], repeats: int) -> dict:
     runs = interleaved(sides, repeats)
     sequential = median(runs["sequential"])
     return {
-        name: {
-            "seconds": median(r),
-            "cores_busy": cores_busy(r),
-            "throughput_vs_sequential": round(sequential / median(r), 2),
-        }
+        name: timing(r) | {"throughput_vs_sequential": round(sequential / median(r), 2)}
         for name, r in runs.items()
     }
 
@@ -240,9 +241,7 @@ def scaling(bundle: Path, copies: list[str], repeats: int) -> dict:
     runs = interleaved(
         {"one_after_another": lambda: [decode(c) for c in copies], "at_once": at_once}, repeats
     )
-    decoding = {
-        name: {"seconds": median(r), "cores_busy": cores_busy(r)} for name, r in runs.items()
-    }
+    decoding = {name: timing(r) for name, r in runs.items()}
     decoding["speedup"] = round(median(runs["one_after_another"]) / median(runs["at_once"]), 3)
 
     models = planned_models(bundle, parallel=n)
@@ -264,11 +263,7 @@ def scaling(bundle: Path, copies: list[str], repeats: int) -> dict:
 
     runs = interleaved({name: parallel(name) for name in intervals}, repeats)
     streams = {
-        name: {
-            "seconds": median(r),
-            "cores_busy": cores_busy(r),
-            "main_thread_busy": round(statistics.median(main_thread[name]), 2),
-        }
+        name: timing(r) | {"main_thread_busy": round(statistics.median(main_thread[name]), 2)}
         for name, r in runs.items()
     }
     return {"decoding_alone": decoding, "streams_at_once": streams}
@@ -372,11 +367,7 @@ def main() -> None:
     runs = interleaved(sources, args.repeats)
     seconds = args.streams * args.minutes * 60
     streams: dict = {
-        name: {
-            "seconds": median(r),
-            "video_seconds_per_second": round(seconds / median(r), 1),
-            "cores_busy": cores_busy(r),
-        }
+        name: timing(r) | {"video_seconds_per_second": round(seconds / median(r), 1)}
         for name, r in runs.items()
     }
     for name in ("one_process_parallel", "one_process_parallel_one_call", "sequential"):

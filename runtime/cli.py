@@ -19,6 +19,11 @@ from lofi.runtime.sources import expand_sources
 __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 
 
+def planned_count(name: str, help: str):
+    """A count option whose 0 leaves the choice to the runtime's plan (`pipeline.plan`)."""
+    return click.option(name, type=click.IntRange(min=0), default=0, help=help)
+
+
 @click.command()
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--bundle", required=True, type=click.Path(), help="Bundle folder from lofi-export.")
@@ -32,18 +37,14 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     type=click.Path(),
     help="Write stats (JSON): per-stage throughput, latency, queues, memory, per source.",
 )
-@click.option(
+@planned_count(
     "--threads",
-    type=click.IntRange(min=0),
-    default=0,
-    help="ONNX Runtime intra-op threads per encoder call (0: on the CPU, the cores the decode "
+    "ONNX Runtime intra-op threads per encoder call (0: on the CPU, the cores the decode "
     "threads leave, or 1 where --workers calls run at once).",
 )
-@click.option(
+@planned_count(
     "--workers",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Encoder calls running at once (0: on a CPU with cores to spare, one per core the "
+    "Encoder calls running at once (0: on a CPU with cores to spare, one per core the "
     "decode threads leave; else 1).",
 )
 @click.option(
@@ -88,11 +89,9 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
     show_default=True,
     help="Sources decoded and localized at once, their snippets sharing encoder calls.",
 )
-@click.option(
+@planned_count(
     "--batch",
-    type=click.IntRange(min=0),
-    default=0,
-    help="Snippets per encoder call at most (0: 4 on a CPU the decoders keep busy, where they "
+    "Snippets per encoder call at most (0: 4 on a CPU the decoders keep busy, where they "
     "stay in cache; 16 on a CPU with cores to spare, and on a GPU).",
 )
 @click.option(

@@ -306,9 +306,8 @@ class VideoReader:
                 yield from self._decode(nvc, nvdec)
             except (_NvdecGaveNothing, nvcodec.NoDecoder) as exc:  # no frame yielded yet
                 if self.decode == "nvdec":
-                    hint = ": it needs an NVIDIA GPU and driver" * isinstance(
-                        exc, nvcodec.NoDecoder
-                    )
+                    no_gpu = isinstance(exc, nvcodec.NoDecoder)
+                    hint = ": it needs an NVIDIA GPU and driver" if no_gpu else ""
                     raise LofiError(f"--decode nvdec: {exc}{hint}; use --decode cpu") from None
                 self.fallback = f"{exc}; decoded on the CPU instead"
                 key = ("nothing", exc.fmt) if isinstance(exc, _NvdecGaveNothing) else "no decoder"
@@ -351,7 +350,7 @@ class VideoReader:
                     ("format", fmt), f"--decode auto: {self.fallback} (first: {self.source})"
                 )
                 nvc, nvdec = None, False
-            said = stream.frames  # frames the container announces (0: not said)
+            listed = stream.frames  # frames the container announces (0: not said)
             size = f"{stream.codec_context.width}x{stream.codec_context.height}"
             if nvc is not None:
                 container.close()  # only its header was needed: PyNvVideoCodec demuxes itself
@@ -361,7 +360,7 @@ class VideoReader:
             try:
                 yield from self._converted(self._sample(timed, origin))
             except _NoFrames:
-                if not nvdec or not (said or self._fed):
+                if not nvdec or not (listed or self._fed):
                     raise
                 # with the size: NVDEC also has a smallest coded size (the driver's decoder caps)
                 raise _NvdecGaveNothing(

@@ -102,8 +102,7 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     machine's 16 cores one 10-minute stream took 1.32 s this way (batches of 4) against 1.72 s
     as one call at a time on 15 ONNX Runtime threads, and 1.21 s with batches of 16 (fewer
     calls for the main thread to make); four streams at once took 6.29 s against 7.60 s one
-    call at a time.
-    On a GPU ONNX Runtime keeps its default and the encoder gets batches of 16, one call at a
+    call at a time. On a GPU ONNX Runtime keeps its default and the encoder gets batches of 16, one call at a
     time."""
     cores = cores or usable_cores()
     decoder = 1 if cores <= 2 * parallel else 0
@@ -176,11 +175,11 @@ class Pipeline:
     ) -> None:
         self.models, self.m = models, models.manifest
         o = options or Options()
-        if o.parallel < 1 or o.encoder_batch < 0 or o.queue_depth < 1:
-            raise LofiError("--parallel and the queue depth must be at least 1, --batch at least 0")
+        if o.parallel < 1 or o.queue_depth < 1 or min(o.encoder_batch, o.encoder_workers) < 0:
+            raise LofiError(
+                "--parallel and the queue depth must be at least 1, --batch and --workers at least 0"
+            )
         chosen = plan(models.device, o.parallel)
-        if o.encoder_workers < 0:
-            raise LofiError("--workers must be at least 0")
         workers = o.encoder_workers or chosen.encoder_workers
         self.opts = replace(
             o,
@@ -459,9 +458,7 @@ class Pipeline:
         if not self.active:
             if self.stopping and self.pending:
                 self.stopped_early = True
-            self.pending.clear()
-            if self.pool is not None:
-                self.pool.shutdown(cancel_futures=True)
+            self.close()
             self.wall = time.perf_counter() - self.t0
             if self.status:
                 self.status.clear()

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from lofi.runtime.decode import VideoReader, read_video
+from lofi.runtime.errors import LofiError
 from lofi.runtime.models import BundleModels
 from lofi.runtime.pipeline import Options, Pipeline, Plan, plan, planned_models
 from lofi.runtime.snippets import SnippetGrid
@@ -37,6 +38,14 @@ def test_plan_counts_the_cores_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5}, raising=False)
     assert plan("cpu", 1) == Plan(1, 1, 4)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"parallel": 0}, {"queue_depth": 0}, {"encoder_batch": -1}, {"encoder_workers": -1}]
+)
+def test_a_pipeline_refuses_knobs_out_of_range(tiny_bundle, bad):
+    with pytest.raises(LofiError, match="--batch and --workers at least 0"):
+        Pipeline(BundleModels(tiny_bundle), [], options=Options(**bad))
 
 
 def test_a_pipeline_resolves_the_plan_and_keeps_what_was_given(tiny_bundle):
