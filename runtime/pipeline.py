@@ -94,22 +94,24 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     threads in 2.32 s and both libraries' defaults (a thread per core each, batches of 16) in
     2.30 s, oversubscribed; on the CPU a batch of 4 snippets keeps the encoder's activations in
     cache (1.38 against 1.44 ms a snippet at 16). Where the sources are at least half the cores,
-    each decodes single-threaded and ONNX Runtime gets the cores the decoders leave, or all of
-    them where the sources are at least as many (decoders then wait on full queues).
+    each decodes single-threaded and the encoder runs one-thread calls at once, as many as the
+    cores the decoders leave, or as the cores where the sources are at least as many (decoders
+    then wait on full queues): four streams on 2 cores took 8.98 s this way against 9.30 s as
+    one call at a time on two ONNX Runtime threads, whose threads wait on each other.
 
     With cores to spare, decoders get FFmpeg's frame threading and the encoder runs one-thread
     calls at once, as many as there are cores the sources leave, in batches of 16. On the GPU
     machine's 16 cores one 10-minute stream took 1.32 s this way (batches of 4) against 1.72 s
     as one call at a time on 15 ONNX Runtime threads, and 1.21 s with batches of 16 (fewer
     calls for the main thread to make); four streams at once took 6.29 s against 7.60 s one
-    call at a time. On a GPU ONNX Runtime keeps its default and the encoder gets batches of 16, one call at a
-    time."""
+    call at a time. On a GPU ONNX Runtime keeps its default and the encoder gets batches of 16,
+    one call at a time."""
     cores = cores or usable_cores()
     decoder = 1 if cores <= 2 * parallel else 0
     if device != "cpu":
         return Plan(0, decoder, 16)
     if decoder:
-        return Plan(cores - parallel if parallel < cores else cores, decoder, 4)
+        return Plan(1, decoder, 4, cores - parallel if parallel < cores else cores)
     return Plan(1, decoder, 16, cores - parallel)
 
 
@@ -151,6 +153,7 @@ def _reason(exc: BaseException, source: str) -> str:
 
 
 FAULTS = (LofiError, OSError, av.FFmpegError)
+FILE_CHUNK = 16  # frames a file's decode thread hands over at once while the main thread is behind
 
 
 class Pipeline:
@@ -279,7 +282,9 @@ class Pipeline:
         except FAULTS as exc:
             self._fail_record(record, exc, 0)
             return
-        feed = Feed(reader, o.queue_depth, self.wake, quit_)
+        # a live source's next frame may be a frame interval away: none is held back for it
+        chunk = 1 if is_live(source) else FILE_CHUNK
+        feed = Feed(reader, o.queue_depth, self.wake, quit_, chunk=chunk)
         st = _Stream(source, vid, record, reader, feed, loc)
         self.active.append(st)
 
@@ -356,13 +361,13 @@ class Pipeline:
                     raise item
                 self._fail(st, item)
                 break
-            frame, arrival = item
-            st.loc.add_frame(frame)
-            st.arrivals.add(arrival)
-            st.frames += 1
-            if self.stop():
-                self.stopping = True
-                break
+            for frame, arrival in item:
+                st.loc.add_frame(frame)
+                st.arrivals.add(arrival)
+                st.frames += 1
+                if self.stop():
+                    self.stopping = True
+                    return got
         return got
 
     def _ready(self) -> list[tuple[_Stream, int]]:

@@ -18,13 +18,15 @@ from lofi.runtime.snippets import SnippetGrid
     "device,parallel,cores,want",
     [
         ("cpu", 1, 2, Plan(1, 1, 4)),  # the dev machine: one core each, measured fastest
-        ("cpu", 2, 2, Plan(2, 1, 4)),  # as many sources as cores: the models may use all
-        ("cpu", 4, 2, Plan(2, 1, 4)),
+        # as many sources as cores: one-thread encoder calls on every core at once
+        ("cpu", 2, 2, Plan(1, 1, 4, 2)),
+        ("cpu", 4, 2, Plan(1, 1, 4, 2)),
+        ("cpu", 3, 4, Plan(1, 1, 4, 1)),
         # cores to spare: FFmpeg's frame threading, one-thread encoder calls on the rest at once
         ("cpu", 1, 16, Plan(1, 0, 16, 15)),
         ("cpu", 4, 16, Plan(1, 0, 16, 12)),
-        ("cpu", 8, 16, Plan(8, 1, 4)),
-        ("cpu", 16, 16, Plan(16, 1, 4)),
+        ("cpu", 8, 16, Plan(1, 1, 4, 8)),
+        ("cpu", 16, 16, Plan(1, 1, 4, 16)),
         ("cuda", 1, 16, Plan(0, 0, 16)),
         ("trt", 4, 2, Plan(0, 1, 16)),
     ],
