@@ -448,14 +448,10 @@ class Feed:
     """One source decoded on its own thread into a bounded queue, so decoding overlaps inference
     and the main thread stays responsive to signals while a live source blocks inside FFmpeg.
 
-    Items are lists of `(frame, arrival)` (arrival: `time.perf_counter()` when the frame came
-    out of the decoder), then `DONE`, or the exception that ended the reader. A frame goes over
-    alone while the consumer keeps up (the queue is empty); while it is behind, up to `chunk`
-    frames go over together, which saves a thread handoff per frame (on 2 cores, 4 streams at
-    once spent a tenth of their time switching threads; docs/BENCHMARKS.md). At most `depth`
-    frames wait. `wake` is set after every item so one thread can wait on many feeds. The
-    thread is a daemon: one stuck in a stalled read must not keep the process alive after a
-    stop."""
+    Items are `(frame, arrival)` (arrival: `time.perf_counter()` when the frame came out of the
+    decoder), then `DONE`, or the exception that ended the reader. At most `depth` frames wait.
+    `wake` is set after every item so one thread can wait on many feeds. The thread is a daemon:
+    one stuck in a stalled read must not keep the process alive after a stop."""
 
     def __init__(
         self,
@@ -464,10 +460,8 @@ class Feed:
         wake: threading.Event,
         quit_: threading.Event | None = None,
         poll: float = 0.2,
-        chunk: int = 1,
     ) -> None:
-        self.chunk = max(1, min(chunk, depth))
-        self.queue: queue.Queue = queue.Queue(maxsize=max(1, depth // self.chunk))
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.wake, self.poll = wake, poll
         self.quit = quit_ or threading.Event()
         self.decode_seconds = 0.0
@@ -489,7 +483,6 @@ class Feed:
 
     def _produce(self) -> None:
         it = iter(self.frames)
-        held: list[tuple[np.ndarray, float]] = []
         try:
             while True:
                 t0 = time.perf_counter()
@@ -499,16 +492,11 @@ class Feed:
                     break
                 t1 = time.perf_counter()
                 self.decode_seconds += t1 - t0
-                held.append((frame, t1))
-                if len(held) >= self.chunk or self.queue.empty():
-                    if not self._put(held):
-                        return
-                    held = []
-            if not held or self._put(held):
-                self._put(DONE)
+                if not self._put((frame, t1)):
+                    return
+            self._put(DONE)
         except BaseException as exc:  # handed to the consumer, raised there
-            if not held or self._put(held):
-                self._put(exc)
+            self._put(exc)
         finally:
             close = getattr(it, "close", None)
             if close:

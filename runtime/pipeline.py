@@ -153,7 +153,6 @@ def _reason(exc: BaseException, source: str) -> str:
 
 
 FAULTS = (LofiError, OSError, av.FFmpegError)
-FILE_CHUNK = 16  # frames a file's decode thread hands over at once while the main thread is behind
 
 
 class Pipeline:
@@ -282,9 +281,7 @@ class Pipeline:
         except FAULTS as exc:
             self._fail_record(record, exc, 0)
             return
-        # a live source's next frame may be a frame interval away: none is held back for it
-        chunk = 1 if is_live(source) else FILE_CHUNK
-        feed = Feed(reader, o.queue_depth, self.wake, quit_, chunk=chunk)
+        feed = Feed(reader, o.queue_depth, self.wake, quit_)
         st = _Stream(source, vid, record, reader, feed, loc)
         self.active.append(st)
 
@@ -361,13 +358,13 @@ class Pipeline:
                     raise item
                 self._fail(st, item)
                 break
-            for frame, arrival in item:
-                st.loc.add_frame(frame)
-                st.arrivals.add(arrival)
-                st.frames += 1
-                if self.stop():
-                    self.stopping = True
-                    return got
+            frame, arrival = item
+            st.loc.add_frame(frame)
+            st.arrivals.add(arrival)
+            st.frames += 1
+            if self.stop():
+                self.stopping = True
+                break
         return got
 
     def _ready(self) -> list[tuple[_Stream, int]]:
