@@ -39,13 +39,13 @@ def planned_count(name: str, help: str):
 )
 @planned_count(
     "--threads",
-    "ONNX Runtime intra-op threads per encoder call (0: on the CPU, the cores the decode "
-    "threads leave, or 1 where --workers calls run at once).",
+    "ONNX Runtime intra-op threads per encoder call (0: 1 on the CPU, calls running at once "
+    "instead; ONNX Runtime's default on a GPU).",
 )
 @planned_count(
     "--workers",
-    "Encoder calls running at once (0: on a CPU with cores to spare, one per core the "
-    "decode threads leave; else 1).",
+    "Encoder calls running at once (0: on the CPU, one per core the decode threads leave, or "
+    "one per core where the sources are at least as many; 1 on a GPU).",
 )
 @click.option(
     "--spin/--no-spin",

@@ -96,7 +96,7 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     cache (1.38 against 1.44 ms a snippet at 16). Where the sources are at least half the cores,
     each decodes single-threaded and the encoder runs one-thread calls at once, as many as the
     cores the decoders leave, or as the cores where the sources are at least as many (decoders
-    then wait on full queues): four streams on 2 cores took 8.98 s this way against 9.30 s as
+    then wait on full queues): four streams on 2 cores took 9.85 s this way against 10.57 s as
     one call at a time on two ONNX Runtime threads, whose threads wait on each other.
 
     With cores to spare, decoders get FFmpeg's frame threading and the encoder runs one-thread
