@@ -27,15 +27,14 @@
 # command, 27 MB). A call carries 64 MiB at most: .gpu-nvdec for tests, .gpu-demo for runtime.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+all_parts=(tests kernels memory runtime runtime-2cores runtime-sweep runtime-scaling)
 parts=("${@:-all}")
-[ "${parts[*]}" = all ] && parts=(tests kernels memory runtime runtime-2cores runtime-sweep runtime-scaling)
+[ "${parts[*]}" = all ] && parts=("${all_parts[@]}")
 for p in "${parts[@]}"; do
-  case "$p" in tests | kernels | memory | runtime | runtime-2cores | runtime-sweep | runtime-scaling) ;; *)
-    echo "usage: bash bench/gpu.sh [all | tests kernels memory runtime runtime-2cores" \
-      "runtime-sweep runtime-scaling]" >&2
+  if [[ " ${all_parts[*]} " != *" $p "* ]]; then
+    echo "usage: bash bench/gpu.sh [all | ${all_parts[*]}]" >&2
     exit 2
-    ;;
-  esac
+  fi
 done
 wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 results=bench/results

@@ -208,10 +208,10 @@ def parallel_sweep(bundle: Path, copies: list[str], repeats: int) -> dict:
     for decoder in (1, 2):
         for workers in sorted({n, 2 * n, max(1, cores - n)}):
             knobs[f"decoder_threads={decoder},workers={workers}"] = (decoder, workers)
-    alone = planned_models(bundle)
+    alone, one_thread = planned_models(bundle), BundleModels(bundle, threads=1)
     sides = {"sequential": lambda: stream_sources(alone, copies, quiet=True)}
     for name, (decoder, workers) in knobs.items():
-        models = BundleModels(bundle, threads=chosen.ort_threads if name == "plan" else 1)
+        models = planned_models(bundle, parallel=n) if name == "plan" else one_thread
         options = Options(parallel=n, decoder_threads=decoder, encoder_workers=workers)
         sides[name] = lambda m=models, o=options: stream_sources(m, copies, quiet=True, options=o)
     runs = interleaved(sides, repeats)

@@ -90,10 +90,10 @@ def plan(device: str, parallel: int, cores: int | None = None) -> Plan:
     """Each source decodes on its own thread while the encoder runs, so the two share the cores.
 
     Measured on the 2-core dev machine (bench/runtime.py, docs/BENCHMARKS.md): one ONNX Runtime
-    thread and single-threaded decoding streamed a 10-minute video in 1.92 s, two ONNX Runtime
-    threads in 2.32 s and both libraries' defaults (a thread per core each, batches of 16) in
-    2.30 s, oversubscribed; on the CPU a batch of 4 snippets keeps the encoder's activations in
-    cache (1.38 against 1.44 ms a snippet at 16). Where the sources are at least half the cores,
+    thread and single-threaded decoding streamed a 10-minute video in 2.28 s, two ONNX Runtime
+    threads in 2.84 s and both libraries' defaults (a thread per core each, batches of 16) in
+    2.78 s, oversubscribed; on the CPU a batch of 4 snippets keeps the encoder's activations in
+    cache (1.60 against 1.73 ms a snippet at 16). Where the sources are at least half the cores,
     each decodes single-threaded and the encoder runs one-thread calls at once, as many as the
     cores the decoders leave, or as the cores where the sources are at least as many (decoders
     then wait on full queues): four streams on 2 cores took 9.85 s this way against 10.57 s as
@@ -135,7 +135,6 @@ class _Stream:
     frames: int = 0
     events: int = 0
     ended: bool = False
-    encoding: int = 0  # snippets in encoder calls not yet handed back
 
 
 @dataclass
@@ -398,7 +397,6 @@ class Pipeline:
                 if count:
                     clips.append(s.loc.take(count, s.ended))
                     owners.append((s, count))
-                    s.encoding += count
                     room -= count
             self.batches.add(batch - room)
             self.ready_since = now if total > batch - room else None
@@ -422,6 +420,10 @@ class Pipeline:
         t0 = time.perf_counter()
         return self.models.encode(x), time.perf_counter() - t0
 
+    def _encoding(self, st: _Stream) -> bool:
+        """Whether an encoder call not handed back yet holds snippets of `st`."""
+        return any(s is st for call in self.inflight for s, _ in call.owners)
+
     def _collect(self, wait: bool) -> bool:
         """Hand finished encoder calls' features to their streams in the order the calls were
         made (so each stream's arrive in order), waiting for the oldest if `wait`; True when
@@ -429,8 +431,6 @@ class Pipeline:
         got = False
         while self.inflight and (wait or self.inflight[0].result.done()):
             call, wait, got = self.inflight.popleft(), False, True
-            for s, n in call.owners:
-                s.encoding -= n
             try:
                 feats, seconds = call.result.result()
             except FAULTS as exc:
@@ -479,7 +479,7 @@ class Pipeline:
                 st.feed.quit.set()
         progressed |= self._encode(flush=self.stopping)
         for st in [s for s in self.active if s.ended]:
-            if not st.loc.shares_encoder or (st.loc.ready(True) == 0 and st.encoding == 0):
+            if not st.loc.shares_encoder or (st.loc.ready(True) == 0 and not self._encoding(st)):
                 self._close(st)
                 progressed = True
         if self.status and self.status.enabled:

@@ -43,13 +43,7 @@ def test_plan_counts_the_cores_this_process_may_use(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "bad",
-    [
-        {"parallel": 0},
-        {"queue_depth": 0},
-        {"encoder_batch": -1},
-        {"encoder_workers": -1},
-    ],
+    "bad", [{"parallel": 0}, {"queue_depth": 0}, {"encoder_batch": -1}, {"encoder_workers": -1}]
 )
 def test_a_pipeline_refuses_knobs_out_of_range(tiny_bundle, bad):
     with pytest.raises(LofiError, match="--batch and --workers at least 0"):
