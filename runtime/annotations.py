@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lofi.runtime.documents import read_json
 from lofi.runtime.errors import LofiError
 
 RESULTS_VERSION = "VERSION 1.3"
@@ -57,17 +58,7 @@ class GroundTruth:
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise LofiError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise LofiError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise LofiError(f"{what} {path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise LofiError(f"{what} {path} is nested too deeply to be JSON this tool reads") from None
+    return read_json(path, what)
 
 
 def _number(raw: Any, where: str, name: str) -> float:
