@@ -2,10 +2,11 @@
 an operator, a constant, a boolean, min/max) is applied to a private copy of the tree and the
 module's tests run against it; a mutant the tests do not kill is a promise nothing guards.
 
-Why not mutmut: mutmut 3 rewrites every function into a trampoline inside a `mutants/` copy and
-imports the package from there, which the `package-dir` mapping (`lofi.runtime` -> `runtime/`)
-and the editable install defeat; this runner imports the copy through a `lofi/` folder of links
-placed first on PYTHONPATH, so the tests see exactly one mutated module and nothing else changes.
+Why not mutmut: mutmut 3 mutates a copy of the sources under `mutants/` and expects the tests to
+import that copy, but here `lofi.runtime` is the `package-dir` mapping of an editable install,
+which resolves to the original tree. This runner imports its copy through a `lofi/` folder of
+links placed first on PYTHONPATH, checks that the tests really import the mutated module (a
+probe that raises on import must fail them), and changes one token at a time.
 
     python bench/mutate.py runtime/postprocess.py --tests tests/test_postprocess.py \
         [--tests ...] [--lines 10-80] [--json bench/results/mutation/postprocess.json]
@@ -30,17 +31,35 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"runtime": "runtime", "trainer": "trainer", "export": "export", "cpp_ext": "cpp_ext",
-            "configs": "configs"}
+PACKAGES = {
+    "runtime": "runtime",
+    "trainer": "trainer",
+    "export": "export",
+    "cpp_ext": "cpp_ext",
+    "configs": "configs",
+}
 COMPARE_SWAPS = {
-    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
-    ast.Eq: ast.NotEq, ast.NotEq: ast.Eq, ast.In: ast.NotIn, ast.NotIn: ast.In,
-    ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
 }
 BINOP_SWAPS = {
-    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult,
-    ast.FloorDiv: ast.Div, ast.Mod: ast.FloorDiv, ast.Pow: ast.Mult,
-    ast.BitAnd: ast.BitOr, ast.BitOr: ast.BitAnd,
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.Div,
+    ast.Div: ast.Mult,
+    ast.FloorDiv: ast.Div,
+    ast.Mod: ast.FloorDiv,
+    ast.Pow: ast.Mult,
+    ast.BitAnd: ast.BitOr,
+    ast.BitOr: ast.BitAnd,
 }
 CALL_SWAPS = {"min": "max", "max": "min", "any": "all", "all": "any"}
 
@@ -57,9 +76,10 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
     ids = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
-            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                ids.add(id(body[0].value))
+        first = body[0] if isinstance(body, list) and body else None
+        value = first.value if isinstance(first, ast.Expr) else None
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            ids.add(id(value))
     return ids
 
 
@@ -70,16 +90,28 @@ def _variants(node: ast.AST) -> list[tuple[str, callable]]:
         for i, op in enumerate(node.ops):
             if type(op) in COMPARE_SWAPS:
                 new = COMPARE_SWAPS[type(op)]
-                out.append((f"{type(op).__name__} -> {new.__name__}",
-                            lambda n, i=i, new=new: n.ops.__setitem__(i, new())))
+                out.append(
+                    (
+                        f"{type(op).__name__} -> {new.__name__}",
+                        lambda n, i=i, new=new: n.ops.__setitem__(i, new()),
+                    )
+                )
     elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in BINOP_SWAPS:
         new = BINOP_SWAPS[type(node.op)]
-        out.append((f"{type(node.op).__name__} -> {new.__name__}",
-                    lambda n, new=new: setattr(n, "op", new())))
+        out.append(
+            (
+                f"{type(node.op).__name__} -> {new.__name__}",
+                lambda n, new=new: setattr(n, "op", new()),
+            )
+        )
     elif isinstance(node, ast.BoolOp):
         new = ast.Or if isinstance(node.op, ast.And) else ast.And
-        out.append((f"{type(node.op).__name__} -> {new.__name__}",
-                    lambda n, new=new: setattr(n, "op", new())))
+        out.append(
+            (
+                f"{type(node.op).__name__} -> {new.__name__}",
+                lambda n, new=new: setattr(n, "op", new()),
+            )
+        )
     elif isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Not, ast.USub)):
         out.append((f"drop {type(node.op).__name__}", None))  # replaced by its operand
     elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
@@ -90,13 +122,21 @@ def _variants(node: ast.AST) -> list[tuple[str, callable]]:
             new_value = type(v)(1)
         else:
             new_value = v + 1 if isinstance(v, int) else v * 2 if abs(v) < 1 else v + 1
-        out.append((f"{v!r} -> {new_value!r}",
-                    lambda n, new_value=new_value: setattr(n, "value", new_value)))
+        out.append(
+            (
+                f"{v!r} -> {new_value!r}",
+                lambda n, new_value=new_value: setattr(n, "value", new_value),
+            )
+        )
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         if node.func.id in CALL_SWAPS:
             new_name = CALL_SWAPS[node.func.id]
-            out.append((f"{node.func.id} -> {new_name}",
-                        lambda n, new_name=new_name: setattr(n.func, "id", new_name)))
+            out.append(
+                (
+                    f"{node.func.id} -> {new_name}",
+                    lambda n, new_name=new_name: setattr(n.func, "id", new_name),
+                )
+            )
     elif isinstance(node, ast.Break):
         out.append(("break -> continue", None))
     elif isinstance(node, ast.Continue):
@@ -180,9 +220,20 @@ def _in_annotation_or_index(node: ast.AST, tree: ast.AST) -> bool:
 
 def make_copy(work: Path) -> Path:
     tree = work / "tree"
-    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", "runs",
-                                    "lofi-demo-out", ".ci-*", "bench-runtime-work", ".gpu-*",
-                                    "mutants", ".pytest_cache", ".hypothesis")
+    ignore = shutil.ignore_patterns(
+        ".git",
+        ".venv",
+        "*.egg-info",
+        "__pycache__",
+        "runs",
+        "lofi-demo-out",
+        ".ci-*",
+        "bench-runtime-work",
+        ".gpu-*",
+        "mutants",
+        ".pytest_cache",
+        ".hypothesis",
+    )
     shutil.copytree(ROOT, tree, ignore=ignore, symlinks=True)
     pkg = tree / "lofi"
     pkg.mkdir()
@@ -194,8 +245,18 @@ def make_copy(work: Path) -> Path:
 
 def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[str, float]:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-           "-p", "no:randomly", *tests]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        *tests,
+    ]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, timeout=timeout)
@@ -225,7 +286,7 @@ def main() -> int:
         if baseline != "survived":
             print(f"error: the tests fail on the unmutated tree ({baseline})", file=sys.stderr)
             return 1
-        probe = (tree / module)
+        probe = tree / module
         probe.write_text(source + "\nraise ImportError('mutation probe')\n")
         if run_tests(tree, args.tests, timeout=took * 3 + 30)[0] == "survived":
             print(f"error: the tests never import {module}", file=sys.stderr)
@@ -236,8 +297,7 @@ def main() -> int:
             probe.write_text(mutated_source)
             m.outcome, _ = run_tests(tree, args.tests, timeout)
             mark = "." if m.outcome != "survived" else "S"
-            print(f"[{i}/{len(todo)}] {mark} line {m.line}: {m.what}   {m.source[:70]}",
-                  flush=True)
+            print(f"[{i}/{len(todo)}] {mark} line {m.line}: {m.what}   {m.source[:70]}", flush=True)
         probe.write_text(source)
     done = [m for m, _ in todo]
     killed = sum(m.outcome != "survived" for m in done)
@@ -249,10 +309,19 @@ def main() -> int:
     if args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "module": str(module), "tests": args.tests, "killed": killed, "total": len(done),
-            "score": score, "mutants": [asdict(m) for m in done],
-        }, indent=1))
+        out.write_text(
+            json.dumps(
+                {
+                    "module": str(module),
+                    "tests": args.tests,
+                    "killed": killed,
+                    "total": len(done),
+                    "score": score,
+                    "mutants": [asdict(m) for m in done],
+                },
+                indent=1,
+            )
+        )
     return 0
 
 
