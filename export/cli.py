@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from lofi.runtime.errors import LofiError, cli_errors
+from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
+from lofi.runtime.outputs import check_output_folder
 
 
 @click.command()
@@ -43,8 +44,9 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
             raise LofiError("--check takes only the bundle folder, no CHECKPOINT or OUT")
         from lofi.export.check import check_bundle
 
-        for line in check_bundle(Path(check)):
-            click.echo(line)
+        with working_on(f"the bundle {shown(check)}"):
+            for line in check_bundle(Path(check)):
+                click.echo(line)
         return
     if not (checkpoint and out):
         raise LofiError("give CHECKPOINT and OUT (or --check BUNDLE)")
@@ -52,14 +54,21 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
         raise LofiError("--trt-shapes and --timing-cache apply only with --trt")
     if workspace <= 0:
         raise LofiError(f"--workspace must be positive, not {workspace}")
+    out_dir, full = Path(out), Path(out).resolve()
+    check_output_folder(
+        "OUT",
+        [full, full.parent / (full.name + ".partial")],
+        [("checkpoint", checkpoint), ("timing cache", timing_cache)],
+    )
     from lofi.export.bundle_writer import export_bundle
     from lofi.export.tensorrt_build import BuildOptions
     from lofi.export.trt_shapes import Profiles
 
     build = BuildOptions(workspace, Path(timing_cache) if timing_cache else None)
-    folder, parity = export_bundle(
-        Path(checkpoint), Path(out), fp16, trt, Profiles.parse(trt_shapes), build
-    )
+    with working_on(f"the checkpoint {shown(checkpoint)}"):
+        folder, parity = export_bundle(
+            Path(checkpoint), out_dir, fp16, trt, Profiles.parse(trt_shapes), build
+        )
     engines = "".join(
         f", {name} {e['max_abs_err']:.2e}" for name, e in parity.get("engines", {}).items()
     )

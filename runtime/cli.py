@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import click
-from lofi.runtime.annotations import load_ground_truth, load_results, results_json, write_json
+from lofi.runtime.annotations import load_ground_truth, load_results, results_json
 from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
-from lofi.runtime.errors import cli_errors
+from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES
+from lofi.runtime.outputs import check_outputs, json_writer, write_each
 from lofi.runtime.pipeline import Options, planned_models, stream_sources
 from lofi.runtime.signals import graceful_stop
-from lofi.runtime.sources import expand_sources
+from lofi.runtime.sources import expand_sources, is_live, video_id
 
 __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 
@@ -22,6 +23,26 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 def planned_count(name: str, help: str):
     """A count option whose 0 leaves the choice to the runtime's plan (`pipeline.plan`)."""
     return click.option(name, type=click.IntRange(min=0), default=0, help=help)
+
+
+def source_files(items: list[str]) -> list[tuple[str, str]]:
+    """The source lists (`@LIST`) among the items: inputs no output may overwrite."""
+    return [("source list", item[1:]) for item in items if item.startswith("@")]
+
+
+def distinct_ids(sources: list[str]) -> None:
+    """Results and stats key each source by its id (a file's stem): two sources with one id
+    (the same name in two folders, or one source given twice) would merge or drop silently, so
+    they are refused before any work."""
+    first: dict[str, str] = {}
+    for source in sources:
+        vid = video_id(source)
+        if vid in first:
+            raise LofiError(
+                f"sources {shown(first[vid])} and {shown(source)} have the same id {shown(vid)}: "
+                "results are keyed by id, so give each source a distinct file name"
+            )
+        first[vid] = source
 
 
 @click.command()
@@ -140,7 +161,15 @@ def stream_cli(
     A G-TAD bundle (whole-video head) reads each file to its end, then prints all its events
     (emitted_at = the video's duration); it refuses live sources (URLs, cameras).
     """
-    models = planned_models(bundle, device, threads, spin, parallel)
+    items = expand_sources(list(sources))
+    check_outputs(
+        {"--results": results_path, "--stats": stats_path},
+        [*source_files(list(sources)), *(("source", s) for s in items if not is_live(s))],
+        [("bundle folder", bundle)],
+    )
+    distinct_ids(items)
+    with working_on(f"the bundle {shown(bundle)}"):
+        models = planned_models(bundle, device, threads, spin, parallel)
     opts = Options(
         parallel=parallel,
         encoder_batch=batch,
@@ -153,19 +182,19 @@ def stream_cli(
     with graceful_stop() as stop:
         results, stats = stream_sources(
             models,
-            expand_sources(list(sources)),
+            items,
             quiet,
             stop=stop,
             min_score=min_score,
             options=opts,
         )
-    if results_path:
-        write_json(
-            results_path,
-            results_json([s for segs in results.values() for s in segs], list(results)),
-        )
-    if stats_path:
-        write_json(stats_path, stats)
+    segments = [s for segs in results.values() for s in segs]
+    unwritten = write_each(
+        [
+            ("results", results_path, json_writer(results_json(segments, list(results)))),
+            ("stats", stats_path, json_writer(stats)),
+        ]
+    )
     if stats["videos"]:
         problems = [
             f"{stats[k]} {k.replace('_', ' ')}"
@@ -181,7 +210,8 @@ def stream_cli(
             + (f"; {', '.join(problems)}" if problems else ""),
             file=sys.stderr,
         )
-    status = 130 if stats["stopped_early"] else 1 if stats["failed"] or stats["cut_short"] else 0
+    failed = stats["failed"] or stats["cut_short"] or unwritten
+    status = 130 if stats["stopped_early"] else 1 if failed else 0
     if blocked_readers():
         # a reader thread still waits inside FFmpeg on a stalled source: leave without the
         # interpreter's shutdown, which would tear modules down under it
@@ -205,14 +235,24 @@ def stream_cli(
 @cli_errors
 def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
     """Detection mAP as the field reports it (ActivityNet or THUMOS14 thresholds), per class too."""
-    gt = load_ground_truth(gt_path).subset(subset)
-    preds = load_results(pred_path)
-    report = evaluate(gt, preds, parse_tiou(tiou))
+    check_outputs(
+        {"--json": json_path, "--plot": plot_path},
+        [("ground truth", gt_path), ("predictions", pred_path)],
+    )
+    with working_on(f"the ground truth {shown(gt_path)}"):
+        gt = load_ground_truth(gt_path).subset(subset)
+    with working_on(f"the predictions {shown(pred_path)}"):
+        preds = load_results(pred_path)
+        report = evaluate(gt, preds, parse_tiou(tiou))
     click.echo(report.table())
     click.echo(report.class_table())
-    if json_path:
-        write_json(json_path, report.as_json())
-    if plot_path:
+
+    def plot(tmp: Path) -> None:
         from lofi.runtime.plots import plot_timelines
 
-        plot_timelines(gt, preds, Path(plot_path))
+        plot_timelines(gt, preds, tmp)
+
+    if write_each(
+        [("report", json_path, json_writer(report.as_json())), ("plot", plot_path, plot)]
+    ):
+        sys.exit(1)

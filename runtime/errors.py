@@ -1,8 +1,11 @@
-"""One exception type for every user-facing failure, so CLIs can print one line and exit 1."""
+"""One exception type for every user-facing failure, so CLIs can print one line and exit 1, and
+the backstop that turns any other failure into one line too."""
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -28,22 +31,83 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     return text
 
 
+INTERNAL_ERROR = 3  # exit status of a failure the toolkit did not foresee (a bug)
+
+_SUBJECT = "_lofi_working_on"  # attribute an exception carries out of working_on
+
+
+@contextlib.contextmanager
+def working_on(subject: str) -> Iterator[None]:
+    """Name what the command is working on (a file, a source, a video), so that an unforeseen
+    failure inside is reported against it rather than as a bare exception. The innermost
+    subject travels with the exception."""
+    try:
+        yield
+    except Exception as exc:
+        if not hasattr(exc, _SUBJECT):
+            with contextlib.suppress(AttributeError, TypeError):
+                setattr(exc, _SUBJECT, subject)
+        raise
+
+
+def _command_name() -> str:
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path if ctx is not None else "lofi"
+
+
+def _backstop(exc: BaseException, debug: bool) -> None:
+    """The last line of defence: one line naming the command, what it was working on and the
+    exception, exit status INTERNAL_ERROR; the traceback only with --debug."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    subject = getattr(exc, _SUBJECT, None)
+    subject = f" while working on {subject}" if subject else ""
+    kind = "out of memory" if isinstance(exc, MemoryError) else "internal error"
+    hint = "" if debug else " (a bug: run again with --debug for the traceback)"
+    print(
+        f"error: {_command_name()}: {kind}{subject}: {type(exc).__name__}: {shown(str(exc))}{hint}",
+        file=sys.stderr,
+    )
+    sys.exit(INTERNAL_ERROR)
+
+
 def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn LofiError (and missing files) into a one-line message and exit status 1, and Ctrl-C
-    into one line and status 130."""
+    """Turn LofiError (and a file the system refuses: missing, a folder, no permission, a full
+    disk) into a one-line message and exit status 1, Ctrl-C into one line and status 130, and
+    anything else into one line and status INTERNAL_ERROR (the traceback with `--debug`, an
+    option this adds to the command)."""
+    import click
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LofiError as exc:
+            if debug:
+                traceback.print_exception(exc, file=sys.stderr)
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
-        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-            print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        except OSError as exc:
+            if debug:
+                traceback.print_exception(exc, file=sys.stderr)
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            name = f": {shown(str(exc.filename))}" if exc.filename is not None else ""
+            subject = getattr(exc, _SUBJECT, None)
+            subject = f" (working on {subject})" if subject else ""
+            print(f"error: {_command_name()}: {reason}{name}{subject}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
+        except click.ClickException:
+            raise  # click's own one-line usage errors (status 2)
+        except Exception as exc:  # the backstop: nothing unforeseen leaves as a traceback
+            _backstop(exc, debug)
 
-    return wrapper
+    return click.option(
+        "--debug",
+        is_flag=True,
+        help="Show the Python traceback of a failure (for a bug report).",
+    )(wrapper)

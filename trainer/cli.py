@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import click
-from lofi.runtime.errors import LofiError, cli_errors
+from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
+from lofi.runtime.outputs import check_outputs, write_text
 from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.frame_store import FORMATS
@@ -63,7 +64,7 @@ def synth_cmd(
         seed=seed,
         difficulty=difficulty,
     )
-    with progress("synth") as update:
+    with progress("synth") as update, working_on(f"the benchmark folder {shown(out)}"):
         paths = generate(Path(out), cfg, update)
     click.echo(f"wrote {paths['annotations']} and {paths['clips_json']}")
 
@@ -122,11 +123,17 @@ def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers, 
     h, w = _pair(size, "x", "--size")
     if not (fps > 0 and h > 0 and w > 0):
         raise LofiError(f"--fps and --size must be positive: {fps:g}, {size}")
+    # the cache's index (and its temp file) must not be the annotation file
+    index = Path(out) / "index.json"
+    check_outputs(
+        {"OUT's index": index, "OUT's index (temp)": index.with_suffix(".json.tmp")},
+        [("annotation file", annotations)],
+    )
 
     def on_skip(vid: str, reason: str) -> None:
         click.echo(f"error: skipped video '{vid}': {reason}", err=True)
 
-    with progress("decode") as update:
+    with progress("decode") as update, working_on(f"the frame cache {shown(out)}"):
         report = prepare_cache(
             Path(annotations),
             Path(video_root),
@@ -173,8 +180,17 @@ def convert_thumos_cmd(annotation_dir, out, video_dirs) -> None:
     are kept per video so lofi-eval ignores detections there. A video without a readable file
     gets a `warning:` line and is left out; the last line counts them.
     """
-    from lofi.runtime.annotations import write_json
-    from lofi.trainer.thumos import convert_thumos
+    from lofi.runtime.outputs import write_json
+    from lofi.trainer.thumos import VIDEO_EXTS, convert_thumos
+
+    readable = [("annotation file", p) for p in Path(annotation_dir).rglob("*.txt")] + [
+        ("video", p)
+        for d in video_dirs
+        if Path(d).is_dir()
+        for p in Path(d).iterdir()
+        if p.suffix in VIDEO_EXTS
+    ]
+    check_outputs({"OUT": out}, readable)
 
     def on_missing(vid: str, reason: str) -> None:
         click.echo(f"warning: left out video '{vid}': {reason}", err=True)
@@ -186,7 +202,7 @@ def convert_thumos_cmd(annotation_dir, out, video_dirs) -> None:
         click.echo(f"warning: not THUMOS14 classes: {', '.join(conv.unknown)}", err=True)
     if not conv.database:
         raise LofiError(f"no video of {annotation_dir} was found under {', '.join(video_dirs)}")
-    write_json(out, {"version": "THUMOS14", "database": conv.database})
+    write_json(out, "annotation file", {"version": "THUMOS14", "database": conv.database})
     per = {
         s: sum(e["subset"] == s for e in conv.database.values()) for s in ("training", "validation")
     }
@@ -237,7 +253,8 @@ def _stage_command(stage: str, help_text: str) -> None:
         from lofi.trainer.stages import RUNNERS
 
         cfg = load_config(config_path, list(overrides))
-        ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
+        with working_on(f"the run folder {shown(run_dir)}"):
+            ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
         click.echo(f"{stage}: checkpoint {ckpt}")
 
 
@@ -260,6 +277,7 @@ def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
     """
     from lofi.trainer.planner import format_plan, parse_bytes, plan_memory
 
+    check_outputs({"--json": json_out}, [("config", config_path)] if config_path else [])
     cfg = load_config(config_path, list(overrides))
     h, w = _pair(size, "x", "--size")
     budget = parse_bytes(memory) if memory else None
@@ -268,7 +286,7 @@ def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
     if json_out:
         import json
 
-        Path(json_out).write_text(json.dumps([r.as_json() for r in rows], indent=1))
+        write_text(json_out, "plan", json.dumps([r.as_json() for r in rows], indent=1))
 
 
 if __name__ == "__main__":
