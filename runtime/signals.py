@@ -1,7 +1,9 @@
-"""Stopping a stream from outside: the first SIGINT/SIGTERM ends it cleanly, a second aborts."""
+"""Stopping a command from outside: the first SIGINT/SIGTERM ends a stream cleanly, a second
+aborts; a command with worker processes stops them at once."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
@@ -57,3 +59,25 @@ def graceful_stop() -> Iterator[Callable[[], bool]]:
         w.close()
         watcher.join(timeout=1.0)
         r.close()
+
+
+@contextmanager
+def stop_workers_on_signal() -> Iterator[None]:
+    """SIGINT or SIGTERM to a command that runs worker processes (lofi-data prepare) kills its
+    workers at once, not after the videos they are decoding (a worker holds a whole video's
+    frames, a gigabyte, for minutes), and raises KeyboardInterrupt in the main thread, which
+    unwinds through the command's own cleanup (the cache index keeps every video finished)
+    to exit status 130. The workers themselves die with the process even when it is killed
+    by SIGKILL (frame_workers.die_with_parent)."""
+
+    def handler(signum: int, frame: object) -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
 from lofi.runtime.outputs import check_outputs, write_text
+from lofi.runtime.signals import stop_workers_on_signal
 from lofi.trainer.config import load_config
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.frame_store import FORMATS
@@ -131,9 +132,13 @@ def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers, 
     )
 
     def on_skip(vid: str, reason: str) -> None:
-        click.echo(f"error: skipped video '{vid}': {reason}", err=True)
+        click.echo(f"error: skipped video {shown(vid)}: {reason}", err=True)
 
-    with progress("decode") as update, working_on(f"the frame cache {shown(out)}"):
+    with (
+        stop_workers_on_signal(),
+        progress("decode") as update,
+        working_on(f"the frame cache {shown(out)}"),
+    ):
         report = prepare_cache(
             Path(annotations),
             Path(video_root),

@@ -7,6 +7,12 @@ into one shared buffer spares pickling megabytes of pixels back through a pipe.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 import weakref
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -16,8 +22,44 @@ from pathlib import Path
 import numpy as np
 from lofi.trainer.frame_store import JpegFrames
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+WATCH_PARENT_EVERY = 0.5  # seconds between a worker's checks that its parent still lives
+
 _stores: dict[str, JpegFrames] = {}  # per worker process: files it has opened
 _buffers: dict[str, SharedMemory] = {}  # per worker process: the pool's buffer, attached once
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(WATCH_PARENT_EVERY)
+    os._exit(1)
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker-process initializer: the worker ends when the process that started it (pid
+    `parent`) ends, even by SIGKILL, instead of holding its memory for the rest of a long
+    decode. On Linux the kernel sends it SIGKILL (prctl PR_SET_PDEATHSIG); everywhere a daemon
+    thread also watches for the parent to go (the worker is handed to another parent then).
+    Ctrl-C reaches the whole terminal's process group: the workers leave it to the parent,
+    which stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent was gone before the kernel was told
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """`workers` spawned processes (the trainer's torch thread pools must not be forked) that
+    die with this process (die_with_parent)."""
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _attach(name: str) -> SharedMemory:
@@ -45,7 +87,7 @@ class DecodePool:
     decode requests (file, frame indices) into one array per request."""
 
     def __init__(self, workers: int):
-        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        self.pool = worker_pool(workers)
         # one buffer, reused across batches (no fresh page faults), grown when a batch needs it
         self._held: list[SharedMemory] = []
         weakref.finalize(self, DecodePool._release, self.pool, self._held)
