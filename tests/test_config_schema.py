@@ -77,7 +77,7 @@ def write(tmp_path: Path, raw: bytes) -> Path:
         ),
         (b"", ["head.epochs=-1"], "head.epochs = -1: expected an integer >= 0"),
         (b"", ["postprocess.iou_threshold=1.5"], "expected a number >= 0 and <= 1"),
-        (b"", ["train.checkpointing=chunks:0"], "expected a value matching none|stages|chunks:N"),
+        (b"", ["train.checkpointing=chunks:0"], "expected none, stages or chunks:N (1 <= N <= 99999)"),
         (b"", ["train.channels_last=yes please"], "expected true or false"),
         (b"", ["lofi.st_ratio=[2]"], "lofi.st_ratio = [2]: expected a list of 2 numbers"),
         (b"", ["head.nope=1"], "--set head.nope=1: unknown config key 'head.nope'"),

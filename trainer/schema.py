@@ -9,13 +9,15 @@ expected. Loading files and `--set` overrides is trainer/config.py's.
 
 from __future__ import annotations
 
-import math
 import re
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from lofi.runtime.errors import LofiError
+from lofi.runtime.bounds import FRACTION, SEED, WORKERS, Bound
+from lofi.runtime.errors import LofiError, shown
+from lofi.runtime.evaluation import parse_tiou
 from lofi.runtime.postprocess import PostConfig
 from lofi.trainer.fidelity import SCHEDULES, SQRT2
 
@@ -24,32 +26,43 @@ BACKBONES = ("tiny", "resnet18", "resnet34", "resnet50", "mobilenet_v2")
 
 def opt(
     default: Any,
+    bound: Bound | None = None,
     *,
-    low: float | None = None,
-    high: float | None = None,
-    open_low: bool = False,
-    open_high: bool = False,
     choices: tuple[str, ...] | None = None,
     pattern: str | None = None,
+    parse: Callable[[str], Any] | None = None,
+    words: str | None = None,
     length: int | None = None,
 ) -> Any:
-    """A config field: its default and the values it accepts (range, choices, regex, length)."""
+    """A config field: its default and the values it accepts (a `Bound` on every number, on each
+    item of a list of numbers; choices; a regex, or the runtime's parser of such text, which
+    `words` says in words; a list length)."""
     meta = dict(
-        low=low,
-        high=high,
-        open_low=open_low,
-        open_high=open_high,
-        choices=choices,
-        pattern=pattern,
-        length=length,
+        bound=bound, choices=choices, pattern=pattern, parse=parse, words=words, length=length
     )
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
-POSITIVE = dict(low=0, open_low=True)
-FRACTION = dict(low=0, high=1)
+# the physical bounds of the config's numbers (runtime/bounds.py has those shared with options)
+FRAMES = Bound(1, 1024, integer=True)  # frames of a snippet, a stride, a hop; small sizes
+SNIPPETS = Bound(1, 100_000, integer=True)  # a window or a reach in snippets
+CHANNELS = Bound(1, 16384, integer=True)  # feature widths
+LAYERS = Bound(0, 64, integer=True)  # blocks or convolutions (0: none)
+EPOCHS = Bound(0, 100_000, integer=True)
+EVERY = Bound(1, 100_000, integer=True)  # epochs or batches between two events
+BATCH = Bound(1, 100_000, integer=True)
+STEPS = Bound(0, 10**9, integer=True)  # optimizer steps between checkpoints (0: none)
+LR = Bound(0, 100, open_low=True)
+DECAY = Bound(0, 10)  # weight decay
+MOMENTUM = Bound(0, 1, open_high=True)  # momentum, EMA decay, dropout
+NORM = Bound(0, 1e6)  # a gradient norm (0: no clipping)
+RATIO = Bound(1, 64)  # a fidelity's down-sampling
+AREA = Bound(0.001, 1)  # a crop's share of the frame or of the video
+MEAN = Bound(0, 1)  # pixels are in [0, 1]
+STD = Bound(0.001, 1)
+SIGMA = Bound(0.001, 100)
 
 
 @dataclass
@@ -58,32 +71,32 @@ class DataConfig:
     cache: str | None = None
     clips: str | None = None
     clip_cache: str | None = None
-    k: int = opt(4, low=1)
-    frame_stride: int = opt(1, low=1)
-    hop: int = opt(4, low=1)
-    window: int = opt(64, low=1)
+    k: int = opt(4, FRAMES)
+    frame_stride: int = opt(1, FRAMES)
+    hop: int = opt(4, FRAMES)
+    window: int = opt(64, SNIPPETS)
     mode: str = opt("window", choices=("window", "resize"))
-    mean: list[float] = opt([0.45, 0.45, 0.45], length=3)
-    std: list[float] = opt([0.225, 0.225, 0.225], length=3, **POSITIVE)
+    mean: list[float] = opt([0.45, 0.45, 0.45], MEAN, length=3)
+    std: list[float] = opt([0.225, 0.225, 0.225], STD, length=3)
     # validation thresholds: anet (0.5:0.05:0.95), thumos (0.3:0.1:0.7) or a list like 0.3,0.5
-    tiou: str = opt("anet", pattern=r"anet|thumos|[0-9.]+(,[0-9.]+)*")
+    tiou: str = opt("anet", parse=parse_tiou, words="anet, thumos or thresholds like 0.3,0.5")
     # frame-decoding processes (JPEG caches) per trainer process; default min(8, cores)
-    workers: int | None = opt(None, low=1)
+    workers: int | None = opt(None, WORKERS)
 
 
 @dataclass
 class GTADConfig:
     """G-TAD's sizes (model.head: gtad; resize protocol, T = data.window)."""
 
-    max_duration: int | None = opt(None, low=1)
-    dim: int = opt(256, low=1)
-    groups: int = opt(32, low=1)
-    width_group: int = opt(4, low=1)
-    k: int = opt(3, low=1)
-    samples: int = opt(16, low=1)
-    context: float = opt(0.5, low=0)
-    map_dim: int = opt(512, low=1)
-    hidden_2d: int = opt(128, low=1)
+    max_duration: int | None = opt(None, SNIPPETS)
+    dim: int = opt(256, CHANNELS)
+    groups: int = opt(32, CHANNELS)
+    width_group: int = opt(4, CHANNELS)
+    k: int = opt(3, FRAMES)
+    samples: int = opt(16, FRAMES)
+    context: float = opt(0.5, Bound(0, 10))
+    map_dim: int = opt(512, CHANNELS)
+    hidden_2d: int = opt(128, CHANNELS)
 
 
 @dataclass
@@ -91,21 +104,21 @@ class ModelConfig:
     backbone: str = opt("tiny", choices=BACKBONES)
     head: str = opt("pyramid", choices=("pyramid", "gtad"))
     gtad: GTADConfig = field(default_factory=GTADConfig)
-    width: int = opt(16, low=1)
+    width: int = opt(16, CHANNELS)
     weights: str | None = None
-    head_dim: int = opt(128, low=1)
-    levels: int = opt(4, low=1)
-    max_reach: int = opt(32, low=1)
-    head_window: int = opt(32, low=1)
-    head_dropout: float = opt(0.1, low=0, high=1, open_high=True)
+    head_dim: int = opt(128, CHANNELS)
+    levels: int = opt(4, Bound(1, 16, integer=True))  # strides up to 2**(levels - 1)
+    max_reach: int = opt(32, SNIPPETS)
+    head_window: int = opt(32, SNIPPETS)
+    head_dropout: float = opt(0.1, MOMENTUM)
     # pyramid head (trainer/head.py), all local so the streaming context stays finite:
     # embedding convs, blocks per level (residual: two convs each), convs per
     # classification/regression head, kernel size, channel LayerNorm after each conv
-    head_embed: int = opt(2, low=0)
-    head_blocks: int = opt(1, low=0)
+    head_embed: int = opt(2, LAYERS)
+    head_blocks: int = opt(1, LAYERS)
     head_residual: bool = True
-    head_layers: int = opt(3, low=1)
-    head_kernel: int = opt(3, low=1)
+    head_layers: int = opt(3, Bound(1, 64, integer=True))
+    head_kernel: int = opt(3, FRAMES)
     head_norm: bool = False
 
 
@@ -114,48 +127,52 @@ class TrainConfig:
     """Memory and scale options shared by every stage (README: "Training for memory")."""
 
     precision: str = opt("fp32", choices=("fp32", "bf16", "fp16"))
-    checkpointing: str = opt("none", pattern=r"none|stages|chunks:[1-9][0-9]*")
-    accumulate: int = opt(1, low=1)
+    checkpointing: str = opt(
+        "none",
+        pattern=r"none|stages|chunks:[1-9][0-9]{0,4}",
+        words="none, stages or chunks:N (1 <= N <= 99999)",
+    )
+    accumulate: int = opt(1, BATCH)
     channels_last: bool = False
     sync_bn: bool = False
-    checkpoint_every: int = opt(0, low=0)
+    checkpoint_every: int = opt(0, STEPS)
 
 
 @dataclass
 class PretrainConfig:
     source: str = opt("clips", choices=("clips", "segments"))
     init: str | None = None
-    epochs: int = opt(8, low=0)
-    batch_size: int = opt(32, low=1)
+    epochs: int = opt(8, EPOCHS)
+    batch_size: int = opt(32, BATCH)
     optimizer: str = opt("adamw", choices=("adamw", "sgd"))
-    lr: float = opt(2e-3, **POSITIVE)
-    weight_decay: float = opt(1e-4, low=0)
-    momentum: float = opt(0.9, low=0, high=1, open_high=True)
-    crop_scale: list[float] | None = opt([0.8, 1.0], length=2, low=0, high=1, open_low=True)
-    validate_every: int = opt(1, low=1)
-    clip_grad: float = opt(0.0, low=0)
+    lr: float = opt(2e-3, LR)
+    weight_decay: float = opt(1e-4, DECAY)
+    momentum: float = opt(0.9, MOMENTUM)
+    crop_scale: list[float] | None = opt([0.8, 1.0], AREA, length=2)
+    validate_every: int = opt(1, EVERY)
+    clip_grad: float = opt(0.0, NORM)
 
 
 @dataclass
 class LofiConfig:
     init: str | None = None
-    epochs: int = opt(6, low=0)
-    batch_size: int = opt(2, low=1)
+    epochs: int = opt(6, EPOCHS)
+    batch_size: int = opt(2, BATCH)
     optimizer: str = opt("adamw", choices=("adamw", "sgd"))
-    lr: float = opt(5e-4, **POSITIVE)
-    head_lr: float = opt(1e-3, **POSITIVE)
-    weight_decay: float = opt(1e-4, low=0)
-    momentum: float = opt(0.0, low=0, high=1, open_high=True)
-    lr_halve_every: int = opt(5, low=1)
+    lr: float = opt(5e-4, LR)
+    head_lr: float = opt(1e-3, LR)
+    weight_decay: float = opt(1e-4, DECAY)
+    momentum: float = opt(0.0, MOMENTUM)
+    lr_halve_every: int = opt(5, EVERY)
     schedule: str = opt("long_cycle", choices=SCHEDULES)
-    s_ratio: float = opt(2.0, low=1)
-    t_ratio: int = opt(4, low=1)
-    st_ratio: list[float] = opt([2, SQRT2], length=2, low=1)
-    short_every: int = opt(16, low=1)
+    s_ratio: float = opt(2.0, RATIO)
+    t_ratio: int = opt(4, Bound(1, 64, integer=True))
+    st_ratio: list[float] = opt([2, SQRT2], RATIO, length=2)
+    short_every: int = opt(16, EVERY)
     freeze_bn: bool = True
-    crop_scale: list[float] | None = opt([0.8, 1.0], length=2, low=0, high=1, open_low=True)
-    validate_every: int = opt(1, low=1)
-    clip_grad: float = opt(0.0, low=0)
+    crop_scale: list[float] | None = opt([0.8, 1.0], AREA, length=2)
+    validate_every: int = opt(1, EVERY)
+    clip_grad: float = opt(0.0, NORM)
 
 
 @dataclass
@@ -163,32 +180,32 @@ class HeadConfig:
     """ActionFormer's recipe on frozen features (trainer/head_stage.py)."""
 
     init: str | None = None
-    epochs: int = opt(40, low=0)
-    batch_size: int = opt(8, low=1)
+    epochs: int = opt(40, EPOCHS)
+    batch_size: int = opt(8, BATCH)
     optimizer: str = opt("adamw", choices=("adamw", "sgd"))
-    lr: float = opt(1e-3, **POSITIVE)
-    weight_decay: float = opt(0.05, low=0)  # convolution weights only
-    momentum: float = opt(0.9, low=0, high=1, open_high=True)
+    lr: float = opt(1e-3, LR)
+    weight_decay: float = opt(0.05, DECAY)  # convolution weights only
+    momentum: float = opt(0.9, MOMENTUM)
     # linear warm-up then cosine to 0; or "halve" (lr_halve_every)
     schedule: str = opt("cosine", choices=("cosine", "halve"))
-    warmup_epochs: int = opt(5, low=0)
-    lr_halve_every: int = opt(15, low=1)
-    clip_grad: float = opt(1.0, low=0)
-    ema: float = opt(0.999, low=0, high=1, open_high=True)  # EMA decay of the weights; 0: none
+    warmup_epochs: int = opt(5, EPOCHS)
+    lr_halve_every: int = opt(15, EVERY)
+    clip_grad: float = opt(1.0, NORM)
+    ema: float = opt(0.999, MOMENTUM)  # EMA decay of the weights; 0: none
     # whole videos, a random crop of this fraction; null: fixed windows
-    crop: list[float] | None = opt([0.9, 1.0], length=2, low=0, high=1, open_low=True)
+    crop: list[float] | None = opt([0.9, 1.0], AREA, length=2)
     standardize: bool = True  # head input standardised with the training features' statistics
-    validate_every: int = opt(1, low=1)
+    validate_every: int = opt(1, EVERY)
 
 
 @dataclass
 class PostprocessConfig:
-    score_threshold: float = opt(0.05, **FRACTION)
+    score_threshold: float = opt(0.05, FRACTION)
     nms: str = opt("soft", choices=("soft", "hard"))
-    iou_threshold: float = opt(0.5, **FRACTION)
-    sigma: float = opt(0.5, **POSITIVE)
-    min_score: float = opt(0.001, **FRACTION)
-    max_segments: int = opt(100, low=1)
+    iou_threshold: float = opt(0.5, FRACTION)
+    sigma: float = opt(0.5, SIGMA)
+    min_score: float = opt(0.001, FRACTION)
+    max_segments: int = opt(100, SNIPPETS)
 
     def runtime(self) -> PostConfig:
         """The runtime's post-processing settings (what bundles and validation apply)."""
@@ -197,7 +214,7 @@ class PostprocessConfig:
 
 @dataclass
 class Config:
-    seed: int = 0
+    seed: int = opt(0, SEED)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -213,53 +230,45 @@ class Config:
 
 
 def _expectation(kind: Any, meta: dict) -> str:
-    """What a field accepts, in words: 'an integer >= 1', 'one of soft, hard', ..."""
+    """What a field accepts, in words: 'an integer >= 1 and <= 1024', 'one of soft, hard', ..."""
     args = typing.get_args(kind)
     if type(None) in args:
         inner = next(a for a in args if a is not type(None))
         return _expectation(inner, meta) + " or null"
     if typing.get_origin(kind) is list:
         item = _expectation(typing.get_args(kind)[0], meta)
-        n = meta.get("length")
-        return f"a list of {n if n else 'any number of'} {item.replace('a number', 'numbers')}"
+        return f"a list of {meta['length']} {item.replace('a number', 'numbers')}"
     if meta.get("choices"):
         return "one of " + ", ".join(meta["choices"])
-    if meta.get("pattern"):
-        return "a value matching " + meta["pattern"].replace("[1-9][0-9]*", "N")
-    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    text = words.get(kind, str(kind))
-    bounds = []
-    if meta.get("low") is not None:
-        bounds.append(f"{'>' if meta['open_low'] else '>='} {meta['low']:g}")
-    if meta.get("high") is not None:
-        bounds.append(f"{'<' if meta['open_high'] else '<='} {meta['high']:g}")
-    return text + (" " + " and ".join(bounds) if bounds else "")
+    if meta.get("words"):
+        return meta["words"]
+    if kind in (int, float):
+        return meta["bound"].expected()
+    return {bool: "true or false", str: "a string"}[kind]
+
+
+def _parses(parse: Callable[[str], Any], value: str) -> bool:
+    try:
+        parse(value)
+    except LofiError:
+        return False
+    return True
 
 
 def _scalar_ok(value: Any, kind: Any, meta: dict) -> bool:
     if kind is bool:
         return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is int:
-        ok = isinstance(value, int)
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and math.isfinite(value)
-    elif kind is str:
-        ok = isinstance(value, str)
-        if ok and meta.get("choices"):
+    if kind is str:
+        if not isinstance(value, str):
+            return False
+        if meta.get("choices"):
             return value in meta["choices"]
-        if ok and meta.get("pattern"):
+        if meta.get("pattern"):
             return re.fullmatch(meta["pattern"], value) is not None
-        return ok
-    else:
+        return meta.get("parse") is None or _parses(meta["parse"], value)
+    if kind is int and not isinstance(value, int):
         return False
-    if not ok:
-        return False
-    low, high = meta.get("low"), meta.get("high")
-    if low is not None and (value <= low if meta.get("open_low") else value < low):
-        return False
-    return not (high is not None and (value >= high if meta.get("open_high") else value > high))
+    return meta["bound"].holds(value)
 
 
 def _value_ok(value: Any, kind: Any, meta: dict) -> bool:
@@ -270,10 +279,9 @@ def _value_ok(value: Any, kind: Any, meta: dict) -> bool:
         kind = next(a for a in args if a is not type(None))
     if typing.get_origin(kind) is list:
         item = typing.get_args(kind)[0]
-        n = meta.get("length")
         return (
             isinstance(value, list)
-            and (n is None or len(value) == n)
+            and len(value) == meta["length"]
             and all(_scalar_ok(x, item, meta) for x in value)
         )
     return _scalar_ok(value, kind, meta)
@@ -303,8 +311,9 @@ def _check(node: Any, cls: type, where: str, source: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     for key in node:
         if key not in known:
+            name = key if isinstance(key, str) else shown(key)
             raise LofiError(
-                f"{source}: unknown config key {where + str(key)!r} "
+                f"{source}: unknown config key {shown(where + name)} "
                 f"(known under '{where.rstrip('.') or 'the top level'}': {', '.join(known)})"
             )
     values = {}
@@ -322,7 +331,7 @@ def _check(node: Any, cls: type, where: str, source: str) -> Any:
             values[name] = float(value) if kind is float else value
         else:
             raise LofiError(
-                f"{source}: {key} = {value!r}: expected {_expectation(kind, dict(f.metadata))}"
+                f"{source}: {key} = {shown(value)}: expected {_expectation(kind, dict(f.metadata))}"
             )
     return cls(**values)
 
