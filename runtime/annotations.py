@@ -81,11 +81,13 @@ def _label(raw: Any, where: str) -> str:
     return str(raw)
 
 
-def _segment(raw: Any, where: str) -> tuple[float, float]:
+def _segment(raw: Any, where: str, empty_ok: bool = False) -> tuple[float, float]:
+    """[start, end] with end > start; `empty_ok` (predictions) also takes end == start, which the
+    official evaluation counts as a false positive (ground truth must have a length)."""
     if not isinstance(raw, (list, tuple)) or len(raw) != 2:
         raise LofiError(f"{where}: 'segment' must be [start, end]")
     start, end = _number(raw[0], where, "segment start"), _number(raw[1], where, "segment end")
-    if end <= start:
+    if end < start or (end == start and not empty_ok):
         raise LofiError(f"{where}: segment end {end} <= start {start}")
     return start, end
 
@@ -163,7 +165,7 @@ def parse_results(data: Any, source: str = "results") -> list[Segment]:
             here = f"{source}: video '{vid}' prediction {i}"
             if not isinstance(p, dict) or not {"label", "score", "segment"} <= p.keys():
                 raise LofiError(f"{here} needs 'label', 'score' and 'segment'")
-            start, end = _segment(p["segment"], here)
+            start, end = _segment(p["segment"], here, empty_ok=True)
             score = _number(p["score"], here, "score")
             out.append(Segment(vid, _label(p["label"], here), start, end, score))
     return out

@@ -1,4 +1,5 @@
-"""Detection mAP with the ActivityNet protocol (the official evaluation code's matching and AP)."""
+"""Detection mAP with the ActivityNet protocol: the official evaluation code's matching, tIoU
+arithmetic, thresholds and AP (ActivityNet's Eval_detection.py, as ActionFormer uses it)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from lofi.runtime.annotations import GroundTruth, Segment
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 
+# The very floats the official code builds (ActivityNet's np.linspace(0.5, 0.95, 10), ActionFormer's
+# THUMOS14 np.linspace(0.3, 0.7, 5)): the ninth ActivityNet threshold is 0.8999999999999999 and
+# the second THUMOS14 one 0.39999999999999997, and a tIoU that lands on them is a match there
 TIOU_PRESETS: dict[str, list[float]] = {
-    "anet": [round(0.5 + 0.05 * i, 2) for i in range(10)],
-    "thumos": [0.3, 0.4, 0.5, 0.6, 0.7],
+    "anet": [float(t) for t in np.linspace(0.5, 0.95, 10)],
+    "thumos": [float(t) for t in np.linspace(0.3, 0.7, 5)],
 }
 
 
@@ -23,18 +27,20 @@ def parse_tiou(spec: str) -> list[float]:
         values = [float(x) for x in spec.split(",") if x.strip()]
     except ValueError:
         raise LofiError(
-            f"--tiou must be 'anet', 'thumos' or numbers like 0.3,0.5: {spec!r}"
+            f"--tiou must be 'anet', 'thumos' or numbers like 0.3,0.5: {shown(spec)}"
         ) from None
     if not values or any(not 0 < v <= 1 for v in values):
-        raise LofiError(f"tIoU thresholds must lie in (0, 1]: {spec!r}")
+        raise LofiError(f"tIoU thresholds must lie in (0, 1]: {shown(spec)}")
     return values
 
 
 def segment_iou(seg: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """tIoU of one [start, end] against an (N, 2) array."""
-    inter = np.clip(np.minimum(seg[1], others[:, 1]) - np.maximum(seg[0], others[:, 0]), 0, None)
-    union = (seg[1] - seg[0]) + (others[:, 1] - others[:, 0]) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    """tIoU of one [start, end] against an (N, 2) array, in the official code's arithmetic (no
+    floor on the union: a floor moves the tIoU of segments shorter than it). The union is at
+    least the longer segment's length, and ground truth and NMS input have positive length."""
+    inter = (np.minimum(seg[1], others[:, 1]) - np.maximum(seg[0], others[:, 0])).clip(0)
+    union = (others[:, 1] - others[:, 0]) + (seg[1] - seg[0]) - inter
+    return inter / union
 
 
 def interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
@@ -134,11 +140,11 @@ class MapReport:
     def table(self, title: str = "") -> str:
         """The columns the field reports: THUMOS14 every threshold 0.3..0.7, ActivityNet 0.5,
         0.75 and 0.95 of its ten; other lists in full; then the average over all of them."""
-        cols = self.tiou
+        cols = list(range(len(self.tiou)))
         if self.tiou == TIOU_PRESETS["anet"]:
-            cols = [0.5, 0.75, 0.95]
-        head = "  ".join(f"{c:>6.2f}" for c in cols)
-        vals = "  ".join(f"{100 * self.mAP[self.tiou.index(c)]:6.2f}" for c in cols)
+            cols = [0, 5, 9]
+        head = "  ".join(f"{self.tiou[c]:>6.2f}" for c in cols)
+        vals = "  ".join(f"{100 * self.mAP[c]:6.2f}" for c in cols)
         name = f"{title:<12}" if title else ""
         pad = " " * len(name)
         return f"{pad}mAP@ {head}     avg\n{name}     {vals}  {100 * self.average_mAP:6.2f}"
@@ -148,7 +154,10 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     """mAP over the classes with ground truth in `gt`, as the official code computes it.
     Predictions on videos outside it count as false positives; predictions of a known class with
     no instance here have no AP to count in; a label the annotation file does not know is an error,
-    and so is a non-finite score or bound (it would move its class's AP without a word).
+    and so is a non-finite score or bound, or an end before the start (each would move its
+    class's AP without a word). A zero-length prediction is a false positive (tIoU 0), as in the
+    official code. Ground truth with no segment at all (an unannotated subset) is an error: it
+    has no mAP, and printing 0 would read as a result.
     Unmatched predictions overlapping a video's ambiguous spans are ignored (THUMOS14).
     Copies of ActivityNet name their files `v_<id>.mp4` while the annotation file says `<id>`:
     a prediction for `v_<id>` counts for `<id>` when only that one is annotated.
@@ -162,8 +171,13 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     for p in predictions:
         if not all(np.isfinite((p.score, p.start, p.end))):
             raise LofiError(
-                f"prediction for video '{p.video}' ({p.label}) has a non-finite score or segment: "
-                f"score {p.score}, segment [{p.start}, {p.end}]"
+                f"prediction for video {shown(p.video)} ({shown(p.label)}) has a non-finite score "
+                f"or segment: score {p.score}, segment [{p.start}, {p.end}]"
+            )
+        if p.end < p.start:
+            raise LofiError(
+                f"prediction for video {shown(p.video)} ({shown(p.label)}) ends before it starts: "
+                f"segment [{p.start}, {p.end}]"
             )
     unknown = sorted({p.label for p in predictions} - set(gt.labels))
     if unknown:
@@ -171,6 +185,12 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     gts_by: dict[str, list[Segment]] = defaultdict(list)
     for s in gt.segments():
         gts_by[s.label].append(s)
+    if not gts_by:
+        subsets = ", ".join(sorted({shown(info.subset) for info in gt.videos.values()}))
+        raise LofiError(
+            f"the ground truth has no segment to evaluate against in its {len(gt.videos)} "
+            f"video(s) (subset {subsets or 'none'}): no mAP to report"
+        )
     preds_by: dict[str, list[Segment]] = defaultdict(list)
     for p in predictions:
         preds_by[p.label].append(p)
@@ -184,10 +204,7 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
         for lab in gt.labels
         if gts_by[lab]
     }
-    if per_class:
-        mean = np.mean(np.stack(list(per_class.values())), axis=0)
-    else:
-        mean = np.zeros(len(tious))
+    mean = np.mean(np.stack(list(per_class.values())), axis=0)
     return MapReport(
         tiou=list(tious),
         mAP=[float(x) for x in mean],

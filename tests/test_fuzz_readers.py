@@ -97,12 +97,13 @@ RESULTS = st.one_of(
 )
 
 
-def finite_segments(segments) -> bool:
+def finite_segments(segments, empty_ok: bool = False) -> bool:
+    # predictions may be empty (end == start: a false positive, as the official evaluation has it)
     return all(
         math.isfinite(s.start)
         and math.isfinite(s.end)
         and math.isfinite(s.score)
-        and s.end > s.start
+        and (s.end > s.start or (empty_ok and s.end == s.start))
         for s in segments
     )
 
@@ -129,7 +130,7 @@ def test_results_parse_finite_or_refuse_in_one_line(data):
     except LofiError as exc:
         assert "\n" not in str(exc) and str(exc).startswith("r.json")
         return
-    assert finite_segments(preds) and all(isinstance(p.label, str) for p in preds)
+    assert finite_segments(preds, empty_ok=True) and all(isinstance(p.label, str) for p in preds)
 
 
 TEXT = st.one_of(
