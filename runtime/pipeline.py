@@ -29,7 +29,7 @@ import av
 import numpy as np
 from lofi.runtime.annotations import Segment, event_line
 from lofi.runtime.decode import DONE, READ_TIMEOUT, Feed, VideoReader
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 from lofi.runtime.models import BundleModels
 from lofi.runtime.sources import ReconnectingReader, is_live, video_id
 from lofi.runtime.stats import (
@@ -139,10 +139,12 @@ class _Stream:
 
 @dataclass
 class _Call:
-    """One encoder call: its (features, seconds) to come, and whose snippets it holds."""
+    """One encoder call: its (features, seconds) to come, whose snippets it holds, and the
+    snippets themselves (a failed call shared by streams is retried one stream at a time)."""
 
     result: Future
     owners: list[tuple[_Stream, int]]
+    snippets: np.ndarray
 
 
 def _reason(exc: BaseException, source: str) -> str:
@@ -152,6 +154,23 @@ def _reason(exc: BaseException, source: str) -> str:
 
 
 FAULTS = (LofiError, OSError, av.FFmpegError)
+
+
+def distinct_ids(sources: list[str]) -> None:
+    """Events, results and stats key each source by its id (a file's stem, a URL's last path
+    part): two sources with one id (the same name in two folders, two cameras' `/live`, or one
+    source given twice) would merge or drop silently, so they are refused before any work.
+    Renaming is the user's call: an id made up here would match no ground truth."""
+    first: dict[str, str] = {}
+    for source in sources:
+        vid = video_id(source)
+        if vid in first:
+            raise LofiError(
+                f"sources {shown(first[vid])} and {shown(source)} have the same video id "
+                f"{shown(vid)}: events and results are keyed by id, so give each source a "
+                "distinct name (a file's stem, a URL's last path part), or stream them apart"
+            )
+        first[vid] = source
 
 
 class Pipeline:
@@ -198,6 +217,7 @@ class Pipeline:
             warn(line)
 
         self.warn = counted
+        distinct_ids(sources)
         if self.m.head_type == "gtad":
             for source in sources:
                 if is_live(source):
@@ -413,7 +433,7 @@ class Pipeline:
                     self._collect(wait=True)
                 result = self.pool.submit(self._timed_encode, x)
                 result.add_done_callback(lambda _: self.wake.set())
-            self.inflight.append(_Call(result, owners))
+            self.inflight.append(_Call(result, owners, x))
             self._collect(wait=False)
 
     def _timed_encode(self, x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -434,20 +454,43 @@ class Pipeline:
             try:
                 feats, seconds = call.result.result()
             except FAULTS as exc:
-                for s, _ in call.owners:
-                    if s in self.active:  # a stream fails once, whatever its other calls hold
-                        self._fail(s, exc)
+                self._retry_alone(call, exc)
                 continue
             self.clock.add("encoder", seconds, len(feats))
             at = 0
             for s, count in call.owners:
-                if s in self.active:
-                    try:
-                        s.loc.add_features(feats[at : at + count])
-                    except FAULTS as exc:
-                        self._fail(s, exc)
+                self._give(s, feats[at : at + count])
                 at += count
         return got
+
+    def _retry_alone(self, call: _Call, exc: BaseException) -> None:
+        """A failed call fails only the streams whose own snippets fail: one shared by several
+        is made again for each stream alone (a snippet's features do not depend on its batch
+        mates), so one stream's failed call leaves the others running and exact."""
+        at = 0
+        for s, count in call.owners:
+            part = call.snippets[at : at + count]
+            at += count
+            if s not in self.active:  # a stream fails once, whatever its other calls hold
+                continue
+            if len(call.owners) == 1:
+                self._fail(s, exc)
+                continue
+            try:
+                feats, seconds = self._timed_encode(part)
+            except FAULTS as again:
+                self._fail(s, again)
+                continue
+            self.clock.add("encoder", seconds, len(feats))
+            self._give(s, feats)
+
+    def _give(self, st: _Stream, feats: np.ndarray) -> None:
+        """Hand `st` its features, or fail it alone if its localizer fails on them."""
+        if st in self.active:
+            try:
+                st.loc.add_features(feats)
+            except FAULTS as exc:
+                self._fail(st, exc)
 
     def step(self) -> bool:
         """One round: start sources, drain queues, encode, close ended streams. False when all
