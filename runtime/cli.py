@@ -8,12 +8,11 @@ from pathlib import Path
 
 import click
 from lofi.runtime.annotations import load_ground_truth, load_results, results_json
-from lofi.runtime.bounds import COUNT, FRACTION, PLANNED, TIMEOUT, WORKERS, Number
 from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
-from lofi.runtime.errors import cli_errors, working_on
+from lofi.runtime.errors import cli_errors, shown, working_on
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES
-from lofi.runtime.outputs import check_outputs, json_writer, named, write_each
+from lofi.runtime.outputs import check_outputs, json_writer, write_each
 from lofi.runtime.pipeline import Options, distinct_ids, planned_models, stream_sources
 from lofi.runtime.signals import graceful_stop
 from lofi.runtime.sources import expand_sources, is_live
@@ -23,7 +22,7 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 
 def planned_count(name: str, help: str):
     """A count option whose 0 leaves the choice to the runtime's plan (`pipeline.plan`)."""
-    return click.option(name, type=Number(PLANNED), default=0, help=help)
+    return click.option(name, type=click.IntRange(min=0), default=0, help=help)
 
 
 def source_files(items: list[str]) -> list[tuple[str, str]]:
@@ -63,14 +62,14 @@ def source_files(items: list[str]) -> list[tuple[str, str]]:
 @click.option("--quiet", is_flag=True, help="Do not print event lines.")
 @click.option(
     "--min-score",
-    type=Number(FRACTION),
+    type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
     help="Print only events scoring at least this (--results keeps every segment).",
 )
 @click.option(
     "--timeout",
-    type=Number(TIMEOUT),
+    type=click.FloatRange(min=0.1),
     default=READ_TIMEOUT,
     show_default=True,
     help="Seconds without data before a source counts as stalled (a live one is then "
@@ -78,20 +77,20 @@ def source_files(items: list[str]) -> list[tuple[str, str]]:
 )
 @click.option(
     "--open-timeout",
-    type=Number(TIMEOUT),
+    type=click.FloatRange(min=0.1),
     default=None,
     help="Seconds to open a source before it fails (default: --timeout).",
 )
 @click.option(
     "--reconnect",
-    type=Number(COUNT),
+    type=click.IntRange(min=0),
     default=5,
     show_default=True,
     help="Reopen tries when a live source drops (backoff 0.5 s doubling to 8 s); 0: never.",
 )
 @click.option(
     "--parallel",
-    type=Number(WORKERS),
+    type=click.IntRange(min=1),
     default=1,
     show_default=True,
     help="Sources decoded and localized at once, their snippets sharing encoder calls.",
@@ -154,7 +153,7 @@ def stream_cli(
         [("bundle folder", bundle)],
     )
     distinct_ids(items)
-    with working_on(f"the bundle {named(bundle)}"):
+    with working_on(f"the bundle {shown(bundle)}"):
         models = planned_models(bundle, device, threads, spin, parallel)
     opts = Options(
         parallel=parallel,
@@ -225,9 +224,9 @@ def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
         {"--json": json_path, "--plot": plot_path},
         [("ground truth", gt_path), ("predictions", pred_path)],
     )
-    with working_on(f"the ground truth {named(gt_path)}"):
+    with working_on(f"the ground truth {shown(gt_path)}"):
         gt = load_ground_truth(gt_path).subset(subset)
-    with working_on(f"the predictions {named(pred_path)}"):
+    with working_on(f"the predictions {shown(pred_path)}"):
         preds = load_results(pred_path)
         report = evaluate(gt, preds, parse_tiou(tiou))
     click.echo(report.table())
