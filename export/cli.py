@@ -5,8 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from lofi.runtime.bounds import Bound, Number
 from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
 from lofi.runtime.outputs import check_output_folder
+
+# GiB TensorRT may use while it builds an engine: about a MiB to a TiB
+WORKSPACE = Bound(0.001, 1024)
 
 
 @click.command()
@@ -21,7 +25,11 @@ from lofi.runtime.outputs import check_output_folder
     "in snippets (length). Default batch=1:16:64, length from the head window.",
 )
 @click.option(
-    "--workspace", default=2.0, show_default=True, help="TensorRT workspace limit in GiB."
+    "--workspace",
+    type=Number(WORKSPACE),
+    default=2.0,
+    show_default=True,
+    help="TensorRT workspace limit in GiB.",
 )
 @click.option(
     "--timing-cache",

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import click
 from lofi.runtime.annotations import Segment, load_ground_truth, results_json, write_json
+from lofi.runtime.bounds import SEED, Number
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
 from lofi.runtime.pipeline import planned_models, stream_sources
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
+from lofi.trainer.config import overrides_once
 
 CONFIG = Path(str(files("lofi.configs") / "demo.yaml"))
 
@@ -45,9 +47,13 @@ def _step(name: str, t0: float) -> None:
     type=click.Path(),
     help="Training config (default: configs/demo.yaml).",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=Number(SEED), default=0, show_default=True)
 @click.option(
-    "--set", "overrides", multiple=True, help="Config override, e.g. --set lofi.epochs=2."
+    "--set",
+    "overrides",
+    multiple=True,
+    callback=overrides_once,
+    help="Config override, e.g. --set lofi.epochs=2 (each key once; applied after --small's).",
 )
 @click.option("--small", is_flag=True, help="A tiny benchmark and short training (smoke test).")
 @cli_errors

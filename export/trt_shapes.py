@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 
 Range = tuple[int, int, int]
+# snippets per call or in a sequence: beyond any video an engine is built for
+MAX_PROFILE = 100_000
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class Profiles:
                 lo, opt, hi = (int(n) for n in nums)
             except ValueError:
                 raise LofiError(f"--trt-shapes: {part!r} needs whole numbers") from None
-            if not 1 <= lo <= opt <= hi:
-                raise LofiError(f"--trt-shapes: {key} needs 1 <= MIN <= OPT <= MAX, not {spec}")
+            if not 1 <= lo <= opt <= hi <= MAX_PROFILE:
+                raise LofiError(
+                    f"--trt-shapes: {key} needs 1 <= MIN <= OPT <= MAX <= {MAX_PROFILE}, "
+                    f"not {shown(spec)}"
+                )
             values[key] = (lo, opt, hi)
         return cls(**values)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from lofi.runtime.annotations import load_ground_truth, load_results, results_json
+from lofi.runtime.bounds import COUNT, FRACTION, PLANNED, TIMEOUT, WORKERS, Number
 from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
 from lofi.runtime.errors import cli_errors, shown, working_on
 from lofi.runtime.evaluation import evaluate, parse_tiou
@@ -22,7 +23,7 @@ __all__ = ["eval_cli", "graceful_stop", "stream_cli"]
 
 def planned_count(name: str, help: str):
     """A count option whose 0 leaves the choice to the runtime's plan (`pipeline.plan`)."""
-    return click.option(name, type=click.IntRange(min=0), default=0, help=help)
+    return click.option(name, type=Number(PLANNED), default=0, help=help)
 
 
 def source_files(items: list[str]) -> list[tuple[str, str]]:
@@ -62,14 +63,14 @@ def source_files(items: list[str]) -> list[tuple[str, str]]:
 @click.option("--quiet", is_flag=True, help="Do not print event lines.")
 @click.option(
     "--min-score",
-    type=click.FloatRange(0, 1),
+    type=Number(FRACTION),
     default=0.0,
     show_default=True,
     help="Print only events scoring at least this (--results keeps every segment).",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=Number(TIMEOUT),
     default=READ_TIMEOUT,
     show_default=True,
     help="Seconds without data before a source counts as stalled (a live one is then "
@@ -77,20 +78,20 @@ def source_files(items: list[str]) -> list[tuple[str, str]]:
 )
 @click.option(
     "--open-timeout",
-    type=click.FloatRange(min=0.1),
+    type=Number(TIMEOUT),
     default=None,
     help="Seconds to open a source before it fails (default: --timeout).",
 )
 @click.option(
     "--reconnect",
-    type=click.IntRange(min=0),
+    type=Number(COUNT),
     default=5,
     show_default=True,
     help="Reopen tries when a live source drops (backoff 0.5 s doubling to 8 s); 0: never.",
 )
 @click.option(
     "--parallel",
-    type=click.IntRange(min=1),
+    type=Number(WORKERS),
     default=1,
     show_default=True,
     help="Sources decoded and localized at once, their snippets sharing encoder calls.",

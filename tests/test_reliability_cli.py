@@ -136,7 +136,7 @@ CASES = {
     "prepare: zero --fps": (
         data_cli,
         ["prepare", "{d}/gt.json", "{d}/videos", "{d}/cache", "--fps", "0"],
-        "positive",
+        "--fps = '0': expected a number >= 0.01 and <= 1000",
     ),
     "prepare: every video missing": (
         data_cli,

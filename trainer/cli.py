@@ -7,14 +7,28 @@ import sys
 from pathlib import Path
 
 import click
+from lofi.runtime.bounds import (
+    COUNT,
+    DURATION,
+    FPS,
+    FRACTION,
+    FRAME_SIDE,
+    QUALITY,
+    SEED,
+    WORKERS,
+    Number,
+    Pair,
+)
 from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
 from lofi.runtime.outputs import check_outputs, write_text
 from lofi.runtime.signals import stop_workers_on_signal
-from lofi.trainer.config import load_config
+from lofi.trainer.config import load_config, overrides_once
 from lofi.trainer.data import prepare_cache
 from lofi.trainer.frame_store import FORMATS
 from lofi.trainer.progress import progress
 from lofi.trainer.synth import SynthConfig, generate
+
+SIZE = Pair("x", FRAME_SIDE, "HEIGHTxWIDTH")
 
 
 @click.group()
@@ -24,16 +38,34 @@ def data_cli() -> None:
 
 @data_cli.command("synth")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--train-videos", default=64, show_default=True)
-@click.option("--val-videos", default=24, show_default=True)
-@click.option("--classes", default=6, show_default=True, help="Untrimmed classes (pairs first).")
-@click.option("--clip-classes", default=8, show_default=True)
-@click.option("--clips-per-class", default=80, show_default=True)
-@click.option("--size", default="64x64", show_default=True, help="HEIGHTxWIDTH (even).")
-@click.option("--fps", default=8.0, show_default=True)
-@click.option("--duration", default="20:50", show_default=True, help="MIN:MAX video seconds.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--difficulty", default=0.5, show_default=True, help="0 (easy) .. 1 (hard).")
+@click.option("--train-videos", type=Number(COUNT), default=64, show_default=True)
+@click.option("--val-videos", type=Number(COUNT), default=24, show_default=True)
+@click.option(
+    "--classes",
+    type=Number(COUNT),
+    default=6,
+    show_default=True,
+    help="Untrimmed classes (pairs first).",
+)
+@click.option("--clip-classes", type=Number(COUNT), default=8, show_default=True)
+@click.option("--clips-per-class", type=Number(COUNT), default=80, show_default=True)
+@click.option("--size", type=SIZE, default="64x64", show_default=True, help="HEIGHTxWIDTH (even).")
+@click.option("--fps", type=Number(FPS), default=8.0, show_default=True)
+@click.option(
+    "--duration",
+    type=Pair(":", DURATION, "MIN:MAX"),
+    default="20:50",
+    show_default=True,
+    help="MIN:MAX video seconds.",
+)
+@click.option("--seed", type=Number(SEED), default=0, show_default=True)
+@click.option(
+    "--difficulty",
+    type=Number(FRACTION),
+    default=0.5,
+    show_default=True,
+    help="0 (easy) .. 1 (hard).",
+)
 @cli_errors
 def synth_cmd(
     out,
@@ -82,9 +114,13 @@ def _pair(text: str, sep: str, name: str, kind=int):
 @click.argument("annotations", type=click.Path())
 @click.argument("video_root", type=click.Path())
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--fps", default=8.0, show_default=True)
+@click.option("--fps", type=Number(FPS), default=8.0, show_default=True)
 @click.option(
-    "--size", default="64x64", show_default=True, help="HEIGHTxWIDTH frames are resized to."
+    "--size",
+    type=SIZE,
+    default="64x64",
+    show_default=True,
+    help="HEIGHTxWIDTH frames are resized to.",
 )
 @click.option(
     "--format",
@@ -94,10 +130,10 @@ def _pair(text: str, sep: str, name: str, kind=int):
     show_default=True,
     help="jpeg: one JPEG per frame packed per video (compact); npy: raw uint8 arrays.",
 )
-@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True)
+@click.option("--quality", type=Number(QUALITY), default=90, show_default=True)
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=Number(WORKERS),
     default=min(8, os.cpu_count() or 1),
     show_default=True,
     help="Videos decoded at once, each in its own process.",
@@ -249,7 +285,13 @@ def _stage_command(stage: str, help_text: str) -> None:
     @click.option(
         "--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml)."
     )
-    @click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.epochs=3.")
+    @click.option(
+        "--set",
+        "overrides",
+        multiple=True,
+        callback=overrides_once,
+        help="Override, e.g. --set lofi.epochs=3 (each key once).",
+    )
     @click.option("--run-dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
     @click.option("--resume", is_flag=True, help="Continue exactly from RUN_DIR/checkpoint.pt.")
     @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
@@ -270,8 +312,14 @@ _stage_command("head", "Frozen encoder: full-fidelity features, a fresh head tra
 
 @train_cli.command("plan")
 @click.option("--config", "config_path", type=click.Path(), help="YAML config (configs/*.yaml).")
-@click.option("--set", "overrides", multiple=True, help="Override, e.g. --set lofi.batch_size=8.")
-@click.option("--size", default="224x224", show_default=True, help="Frame HEIGHTxWIDTH.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    callback=overrides_once,
+    help="Override, e.g. --set lofi.batch_size=8 (each key once).",
+)
+@click.option("--size", type=SIZE, default="224x224", show_default=True, help="Frame HEIGHTxWIDTH.")
 @click.option("--memory", default=None, help="A budget, e.g. 24GiB: show what fits.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the plan here.")
 @cli_errors

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 from lofi.trainer.checkpoint import build_encoder, build_head
 from lofi.trainer.encoder import freeze_batch_norm
 from lofi.trainer.fidelity import Fidelity, FidelitySchedule
@@ -148,9 +148,9 @@ def plan_memory(cfg: Config, size: tuple[int, int]) -> list[Plan]:
 
 
 def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*(GiB|GB|MiB|MB|G|M)?\s*", text)
+    m = re.fullmatch(r"\s*([0-9]{1,7}(?:\.[0-9]{0,9})?)\s*(GiB|GB|MiB|MB|G|M)?\s*", text)
     if not m:
-        raise LofiError(f"--memory must look like 24GiB or 80GB, not {text!r}")
+        raise LofiError(f"--memory must look like 24GiB or 80GB, not {shown(text)}")
     unit = {"GiB": GIB, "G": GIB, "GB": 1e9, "MiB": 1024**2, "M": 1024**2, "MB": 1e6}
     return int(float(m.group(1)) * unit.get(m.group(2) or "GiB"))
 
