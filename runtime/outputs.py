@@ -21,6 +21,12 @@ from typing import Any
 from lofi.runtime.errors import LofiError, shown
 
 PathLike = str | Path
+PATH_CHARS = 300  # a path in an error line: the user's own, so longer than a value's preview
+
+
+def named(path: PathLike) -> str:
+    """A path as an error line quotes it: escaped, and cut only when absurdly long."""
+    return shown(str(path), PATH_CHARS)
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -43,7 +49,7 @@ def _within(path: Path, folder: Path) -> bool:
 def _writable_place(option: str, path: Path) -> None:
     """Refuse what can be known before the work: an output that is a symlink or a folder, a
     parent that is a file, a folder the process may not write."""
-    where = f"{option} {shown(str(path))}"
+    where = f"{option} {named(path)}"
     if path.is_symlink():
         raise LofiError(f"{where} is a symbolic link: name the file itself (it is not followed)")
     if path.is_dir():
@@ -51,12 +57,12 @@ def _writable_place(option: str, path: Path) -> None:
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         if ancestor.is_symlink():  # a dangling link on the way: mkdir would fail there
-            raise LofiError(f"{where}: its folder {shown(str(ancestor))} is a broken link")
+            raise LofiError(f"{where}: its folder {named(ancestor)} is a broken link")
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise LofiError(f"{where}: {shown(str(ancestor))} is a file, not a folder")
+        raise LofiError(f"{where}: {named(ancestor)} is a file, not a folder")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise LofiError(f"{where}: the folder {shown(str(ancestor))} is not writable")
+        raise LofiError(f"{where}: the folder {named(ancestor)} is not writable")
 
 
 def check_outputs(
@@ -73,15 +79,13 @@ def check_outputs(
     folders = [(what, Path(p)) for what, p in input_folders]
     seen: list[tuple[str, Path]] = []
     for option, path in given.items():
-        where = f"{option} {shown(str(path))}"
+        where = f"{option} {named(path)}"
         for what, src in files:
             if _same(path, src):
-                raise LofiError(f"{where} is the {what} {shown(str(src))}: it would be overwritten")
+                raise LofiError(f"{where} is the {what} {named(src)}: it would be overwritten")
         for what, folder in folders:
             if _within(path, folder):
-                raise LofiError(
-                    f"{where} is inside the {what} {shown(str(folder))}: write it elsewhere"
-                )
+                raise LofiError(f"{where} is inside the {what} {named(folder)}: write it elsewhere")
         for other, earlier in seen:
             if _same(path, earlier):
                 raise LofiError(f"{where} is also given as {other}: name two different files")
@@ -100,7 +104,7 @@ def check_output_folder(
         for what, src in inputs:
             if src is not None and _within(Path(src), folder):
                 raise LofiError(
-                    f"{option} {shown(str(folder))} holds the {what} {shown(str(src))}, which "
+                    f"{option} {named(folder)} holds the {what} {named(src)}, which "
                     "writing it would delete: name another folder"
                 )
 
@@ -112,7 +116,7 @@ def write_output(path: PathLike, what: str, write: Callable[[Path], None]) -> No
     LofiError line naming the output."""
     path = Path(path)
     if path.is_symlink():
-        raise LofiError(f"cannot write {what} {shown(str(path))}: it is a symbolic link")
+        raise LofiError(f"cannot write {what} {named(path)}: it is a symbolic link")
     # the output's suffix last, so writers that go by it (matplotlib) pick the format
     tmp = path.parent / f".{path.stem[:40]}.{secrets.token_hex(4)}.partial{path.suffix[:16]}"
     created = False
@@ -130,7 +134,7 @@ def write_output(path: PathLike, what: str, write: Callable[[Path], None]) -> No
         created = False
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise LofiError(f"cannot write {what} {shown(str(path))}: {reason}") from None
+        raise LofiError(f"cannot write {what} {named(path)}: {reason}") from None
     finally:
         if created:
             tmp.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from lofi.runtime.bounds import (
     Pair,
 )
 from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
-from lofi.runtime.outputs import check_outputs, write_text
+from lofi.runtime.outputs import check_outputs, named, write_text
 from lofi.runtime.signals import stop_workers_on_signal
 from lofi.trainer.config import load_config, overrides_once
 from lofi.trainer.data import prepare_cache
@@ -97,7 +97,7 @@ def synth_cmd(
         seed=seed,
         difficulty=difficulty,
     )
-    with progress("synth") as update, working_on(f"the benchmark folder {shown(out)}"):
+    with progress("synth") as update, working_on(f"the benchmark folder {named(out)}"):
         paths = generate(Path(out), cfg, update)
     click.echo(f"wrote {paths['annotations']} and {paths['clips_json']}")
 
@@ -173,7 +173,7 @@ def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers, 
     with (
         stop_workers_on_signal(),
         progress("decode") as update,
-        working_on(f"the frame cache {shown(out)}"),
+        working_on(f"the frame cache {named(out)}"),
     ):
         report = prepare_cache(
             Path(annotations),
@@ -300,7 +300,7 @@ def _stage_command(stage: str, help_text: str) -> None:
         from lofi.trainer.stages import RUNNERS
 
         cfg = load_config(config_path, list(overrides))
-        with working_on(f"the run folder {shown(run_dir)}"):
+        with working_on(f"the run folder {named(run_dir)}"):
             ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
         click.echo(f"{stage}: checkpoint {ckpt}")
 
@@ -328,9 +328,9 @@ def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
 
     Traced under FakeTensorMode: no real allocation, so the paper's shapes plan on any CPU.
     """
+    check_outputs({"--json": json_out}, [("config", config_path)] if config_path else [])
     from lofi.trainer.planner import format_plan, parse_bytes, plan_memory
 
-    check_outputs({"--json": json_out}, [("config", config_path)] if config_path else [])
     cfg = load_config(config_path, list(overrides))
     h, w = _pair(size, "x", "--size")
     budget = parse_bytes(memory) if memory else None
