@@ -10,10 +10,10 @@ import click
 from lofi.runtime.annotations import load_ground_truth, load_results, results_json
 from lofi.runtime.bounds import COUNT, FRACTION, PLANNED, TIMEOUT, WORKERS, Number
 from lofi.runtime.decode import DECODERS, READ_TIMEOUT, blocked_readers
-from lofi.runtime.errors import cli_errors, shown, working_on
+from lofi.runtime.errors import cli_errors, working_on
 from lofi.runtime.evaluation import evaluate, parse_tiou
 from lofi.runtime.models import DEVICES
-from lofi.runtime.outputs import check_outputs, json_writer, write_each
+from lofi.runtime.outputs import check_outputs, json_writer, named, write_each
 from lofi.runtime.pipeline import Options, distinct_ids, planned_models, stream_sources
 from lofi.runtime.signals import graceful_stop
 from lofi.runtime.sources import expand_sources, is_live
@@ -154,7 +154,7 @@ def stream_cli(
         [("bundle folder", bundle)],
     )
     distinct_ids(items)
-    with working_on(f"the bundle {shown(bundle)}"):
+    with working_on(f"the bundle {named(bundle)}"):
         models = planned_models(bundle, device, threads, spin, parallel)
     opts = Options(
         parallel=parallel,
@@ -225,9 +225,9 @@ def eval_cli(gt_path, pred_path, tiou, subset, json_path, plot_path) -> None:
         {"--json": json_path, "--plot": plot_path},
         [("ground truth", gt_path), ("predictions", pred_path)],
     )
-    with working_on(f"the ground truth {shown(gt_path)}"):
+    with working_on(f"the ground truth {named(gt_path)}"):
         gt = load_ground_truth(gt_path).subset(subset)
-    with working_on(f"the predictions {shown(pred_path)}"):
+    with working_on(f"the predictions {named(pred_path)}"):
         preds = load_results(pred_path)
         report = evaluate(gt, preds, parse_tiou(tiou))
     click.echo(report.table())
