@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 from lofi.runtime.bounds import Bound, Number
-from lofi.runtime.errors import LofiError, cli_errors, shown, working_on
-from lofi.runtime.outputs import check_output_folder
+from lofi.runtime.errors import LofiError, cli_errors, working_on
+from lofi.runtime.outputs import check_output_folder, named
 
 # GiB TensorRT may use while it builds an engine: about a MiB to a TiB
 WORKSPACE = Bound(0.001, 1024)
@@ -52,7 +52,7 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
             raise LofiError("--check takes only the bundle folder, no CHECKPOINT or OUT")
         from lofi.export.check import check_bundle
 
-        with working_on(f"the bundle {shown(check)}"):
+        with working_on(f"the bundle {named(check)}"):
             for line in check_bundle(Path(check)):
                 click.echo(line)
         return
@@ -73,7 +73,7 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
     from lofi.export.trt_shapes import Profiles
 
     build = BuildOptions(workspace, Path(timing_cache) if timing_cache else None)
-    with working_on(f"the checkpoint {shown(checkpoint)}"):
+    with working_on(f"the checkpoint {named(checkpoint)}"):
         folder, parity = export_bundle(
             Path(checkpoint), out_dir, fp16, trt, Profiles.parse(trt_shapes), build
         )
