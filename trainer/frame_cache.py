@@ -12,9 +12,8 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from lofi.runtime.annotations import GroundTruth, load_ground_truth
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import LofiError
 from lofi.trainer.frame_store import FORMATS, SUFFIX, JpegFrames, open_frames, write_frames
-from lofi.trainer.frame_workers import DecodePool
+from lofi.trainer.frame_workers import DecodePool, worker_pool
 
 VIDEO_EXTS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 INDEX_EVERY = 1.0  # seconds between index rewrites (each is O(videos); always on exit)
@@ -135,8 +134,7 @@ def _results(jobs: list[_Job], workers: int) -> Iterator[tuple[str, int, str]]:
     if workers <= 1 or len(jobs) <= 1:
         yield from map(_decode, jobs)
         return
-    # spawn: the caller may hold torch's thread pools, which a fork would inherit broken
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    with worker_pool(workers) as pool:
         try:
             yield from pool.map(_decode, jobs)
         finally:
