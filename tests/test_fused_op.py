@@ -284,3 +284,102 @@ def test_cuda_source_compiles():
         if "sample_cpu_kernel<" in line
     }
     assert cpu_kernels <= {"float", "c10::Half", "c10::BFloat16"}, cpu_kernels
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_kernel_built_where_nvcc():
+    """On a GPU machine with nvcc the build must register the CUDA kernel, or every CUDA case
+    above would skip silently."""
+    from lofi.cpp_ext.build import cuda_home
+
+    if cuda_home() is None:
+        pytest.skip("no nvcc: the CPU-only build and the reference fallback are expected")
+    assert has_kernel("cuda")
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_and_replay(op):
+    """Captured into a CUDA graph and replayed on new frames: the launch must sit on the current
+    (capturing) stream, or capture fails or the replay leaves the output stale."""
+    need("cuda")
+    frames, index = case(5, 16, 16, 2, 2, 2)
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [1.5, 2.0, 14.0, 15.5]])
+    static = frames.cuda()
+    idx, box = index.cuda(), boxes.cuda()
+    lofi_sample(static, idx, box, (8, 12), MEAN, STD)  # warm-up outside capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = lofi_sample(static, idx, box, (8, 12), MEAN, STD, torch.float16)
+    for seed in (1, 2):
+        fresh, _ = case(5, 16, 16, 2, 2, 2, seed=seed)
+        static.copy_(fresh.cuda())
+        graph.replay()
+        torch.cuda.synchronize()
+        ref = lofi_sample_reference(fresh, index, boxes, (8, 12), MEAN, STD, torch.float16)
+        assert_close(out.cpu(), ref, torch.float16)
+
+
+@pytest.mark.gpu
+def test_cuda_bad_index_is_a_clean_error(op):
+    """lofi_sample refuses an out-of-range index with one line; a direct call writes NaN for that
+    frame; neither breaks the CUDA context (no device-side assert)."""
+    need("cuda")
+    frames, index = case(4, 8, 8, 1, 2, 1)
+    frames, index, box = frames.cuda(), index.cuda(), torch.tensor([[0.0, 0, 8, 8]]).cuda()
+    with pytest.raises(ValueError, match="out of range"):
+        lofi_sample(frames, index + 4, box, (4, 4), MEAN, STD)
+    bad = index.clone()
+    bad[0, 1, 0] = 99
+    out = op(frames, bad, box, 4, 4, MEAN, STD, torch.float32)
+    torch.cuda.synchronize()
+    assert out[0, 1].isnan().all() and not out[0, 0].isnan().any()
+    compare(op, frames, index, box, (4, 4), torch.float32, "cuda")  # the context still works
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_cuda_index_on_another_gpu_is_refused(op):
+    need("cuda")
+    frames, index = case(4, 8, 8, 1, 2, 1)
+    box = torch.tensor([[0.0, 0, 8, 8]])
+    for idx, bx in ((index.to("cuda:1"), box.cuda()), (index.cuda(), box.to("cuda:1"))):
+        with pytest.raises(RuntimeError, match="frames' device"):
+            op(frames.cuda(), idx, bx, 4, 4, MEAN, STD, torch.float32)
+        with pytest.raises(ValueError, match="put them on one device"):
+            lofi_sample(frames.cuda(), idx, bx, (4, 4), MEAN, STD)
+
+
+@pytest.mark.gpu
+def test_cuda_output_beyond_2_31_elements(op):
+    """About 2.2e9 output elements (4.3 GB in fp16): offsets past 2^31 must not wrap."""
+    need("cuda")
+    frames, _ = case(3, 20, 20, 1, 1, 1)
+    n = 2**31 // (3 * 256 * 256) + 2
+    index = torch.arange(n).remainder(3).reshape(1, n, 1)
+    box = torch.tensor([[1.0, 2.0, 19.0, 18.5]])
+    out = op(frames.cuda(), index.cuda(), box.cuda(), 256, 256, MEAN, STD, torch.float16)
+    assert out.numel() > 2**31
+    tail = out[0, -4:].cpu()
+    del out
+    ref = lofi_sample_reference(frames, index[:, -4:], box, (256, 256), MEAN, STD, torch.float16)
+    assert_close(tail, ref[0], torch.float16)
+
+
+@pytest.mark.gpu
+def test_cuda_frames_beyond_2_31_bytes(op):
+    """Frames of about 2.4 GB: reads past byte 2^31 must not wrap."""
+    need("cuda")
+    t, h, w = 12_300, 256, 256  # t * h * w * 3 > 2^31
+    g = torch.Generator(device="cuda").manual_seed(0)
+    frames = torch.randint(0, 256, (t, h, w, 3), dtype=torch.uint8, device="cuda", generator=g)
+    index = torch.tensor([[[0, t - 1], [t - 2, 11_000]]], device="cuda")
+    box = torch.tensor([[3.0, 5.0, 250.0, 240.0]], device="cuda")
+    out = op(frames, index, box, 64, 48, MEAN, STD, torch.float32)
+    picked = frames[index.flatten()].cpu()
+    del frames
+    ref = lofi_sample_reference(
+        picked, torch.arange(4).reshape(1, 2, 2), box.cpu(), (64, 48), MEAN, STD
+    )
+    assert_close(out.cpu(), ref, torch.float32)
