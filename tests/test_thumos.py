@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from lofi.runtime.annotations import load_ground_truth
 from lofi.runtime.errors import LofiError
+from lofi.runtime.evaluation import TIOU_PRESETS
 from lofi.trainer.thumos import CLASSES, convert_thumos, read_annotation_file
 
 from tests.test_cli_errors import assert_one_line_error
@@ -182,7 +183,7 @@ def test_mini_thumos14_from_official_files_to_evaluated_stream(thumos, tmp_path)
     ckpt = p.stdout.strip().splitlines()[-1].split("checkpoint ", 1)[1]
     # validation during training scores at the config's THUMOS14 thresholds too
     validation = json.loads((run / "metrics.json").read_text())
-    assert validation["validation"]["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert validation["validation"]["tiou"] == TIOU_PRESETS["thumos"]
     assert "val_mAP@0.3" in validation["epochs"][-1]
 
     bundle = tmp_path / "bundle"
@@ -198,5 +199,5 @@ def test_mini_thumos14_from_official_files_to_evaluated_stream(thumos, tmp_path)
             "--tiou", "thumos", "--json", str(report))  # fmt: skip
     assert "0.30    0.40    0.50    0.60    0.70" in p.stdout
     m = json.loads(report.read_text())
-    assert m["tiou"] == [0.3, 0.4, 0.5, 0.6, 0.7] and len(m["mAP"]) == 5
+    assert m["tiou"] == TIOU_PRESETS["thumos"] and len(m["mAP"]) == 5
     assert set(m["per_class"]) <= set(CLASSES[:4]) and m["per_class"]

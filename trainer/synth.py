@@ -4,6 +4,11 @@ Untrimmed classes come in pairs that differ only in temporal direction, so one f
 them apart; the trimmed-clip set uses other motions from the same renderer (it plays Kinetics to
 the untrimmed set's ActivityNet). Every video is seeded by (seed, set, index) alone, so output
 does not depend on generation order.
+
+Every file name is built from fixed prefixes and indices, and each path is checked to resolve
+inside OUT before anything is written (a symlink there leading elsewhere is refused); every
+number of the config has physical bounds (runtime/bounds.py), and one video's frames, which are
+held in memory while it renders, must fit in MAX_VIDEO_BYTES.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo, ground_truth_json, write_json
+from lofi.runtime.bounds import DURATION, FPS, FRACTION, FRAME_SIDE, SEED, Bound
+from lofi.runtime.errors import LofiError
+from lofi.runtime.paths import inside
 
 UNTRIMMED_MOTIONS = [
     "slide_left",
@@ -37,6 +45,8 @@ CLIP_MOTIONS = [
     "pulse",
 ]
 SHAPES = ["square", "triangle", "ellipse", "cross", "ell"]
+VIDEOS = Bound(1, 100_000, integer=True)  # videos of a subset, clips of a class
+MAX_VIDEO_BYTES = 2**31  # one video's uint8 frames, held in memory while it renders
 
 
 @dataclass(frozen=True)
@@ -57,22 +67,41 @@ class SynthConfig:
     difficulty: float = 0.5
 
     def validate(self) -> None:
-        from lofi.runtime.errors import LofiError
-
+        """Every field within physical bounds, before any work (one LofiError line)."""
+        bounds = {
+            "train_videos": VIDEOS,
+            "val_videos": VIDEOS,
+            "clips_per_class": VIDEOS,
+            "height": FRAME_SIDE,
+            "width": FRAME_SIDE,
+            "fps": FPS,
+            "min_duration": DURATION,
+            "max_duration": DURATION,
+            "min_action": DURATION,
+            "max_action": DURATION,
+            "seed": SEED,
+            "difficulty": FRACTION,
+        }
+        for name, bound in bounds.items():
+            bound.check(getattr(self, name), f"synth config {name}")
         if not 2 <= self.classes <= len(UNTRIMMED_MOTIONS):
             raise LofiError(f"--classes must be in 2..{len(UNTRIMMED_MOTIONS)}")
         if not 2 <= self.clip_classes <= len(CLIP_MOTIONS):
             raise LofiError(f"--clip-classes must be in 2..{len(CLIP_MOTIONS)}")
         if self.height < 16 or self.width < 16 or self.height % 2 or self.width % 2:
             raise LofiError("frame height and width must be even and >= 16")
-        if not 0 <= self.difficulty <= 1:
-            raise LofiError("--difficulty must be in [0, 1]")
-        if not 0 < self.min_duration <= self.max_duration:
+        if not self.min_duration <= self.max_duration:
             raise LofiError("need 0 < min duration <= max duration")
-        if not 0 < self.min_action <= self.max_action:
+        if not self.min_action <= self.max_action:
             raise LofiError("need 0 < min action <= max action")
-        if self.fps <= 0 or self.train_videos < 1 or self.val_videos < 1:
-            raise LofiError("fps and video counts must be positive")
+        frames = math.ceil(self.max_duration * self.fps)
+        size = frames * self.height * self.width * 3
+        if size > MAX_VIDEO_BYTES:
+            raise LofiError(
+                f"synth config: one video would take {size:.2g} bytes of frames "
+                f"({frames} frames of {self.height}x{self.width}); at most {MAX_VIDEO_BYTES:.2g}: "
+                "lower the duration, fps or size"
+            )
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -287,6 +316,14 @@ def render_clip(cfg: SynthConfig, index: int, label: str) -> np.ndarray:
     return np.stack(frames)
 
 
+def _video_id(subset: str, index: int) -> str:
+    return f"synth_{'train' if subset == 'training' else 'val'}_{index:04d}"
+
+
+def _clip_id(index: int) -> str:
+    return f"clip_{index:05d}"
+
+
 def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
     """Write videos/, annotations.json, clips/ and clips.json under `out`."""
     cfg.validate()
@@ -296,11 +333,15 @@ def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
         ("validation", i) for i in range(cfg.val_videos)
     ]
     n_clips = cfg.clip_classes * cfg.clips_per_class
+    names = [f"videos/{_video_id(subset, i)}.mp4" for subset, i in jobs]
+    names += [f"clips/{_clip_id(i)}.mp4" for i in range(n_clips)]
+    for name in ("videos", "clips", "annotations.json", "clips.json", *names):
+        inside(out, name, "synth output")  # a symlink leading out of OUT is refused up front
     total = len(jobs) + n_clips
     videos: dict[str, VideoInfo] = {}
     done = 0
     for subset, i in jobs:
-        vid = f"synth_{'train' if subset == 'training' else 'val'}_{i:04d}"
+        vid = _video_id(subset, i)
         frames, inst = render_untrimmed(cfg, subset, i, labels)
         write_mp4(out / "videos" / f"{vid}.mp4", frames, cfg.fps)
         segs = [Segment(vid, lab, a / cfg.fps, b / cfg.fps) for a, b, lab in inst]
@@ -311,7 +352,7 @@ def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
     clips: dict[str, VideoInfo] = {}
     for i in range(n_clips):
         label = clip_labels[i % cfg.clip_classes]
-        cid = f"clip_{i:05d}"
+        cid = _clip_id(i)
         frames = render_clip(cfg, i, label)
         write_mp4(out / "clips" / f"{cid}.mp4", frames, cfg.fps)
         dur = len(frames) / cfg.fps

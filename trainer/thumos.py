@@ -6,20 +6,25 @@ The official release has one text file per class and split, `<Class>_val.txt` an
 videos train and the test videos validate. Ambiguous spans are kept per video under
 `"ambiguous"` so evaluation can ignore detections there (runtime/evaluation.py), as the official
 evaluation does. Durations (and frame rates) come from the video files themselves.
+
+A video id becomes a key of the output and the name looked up in the `--videos` folders, so it
+must be one safe file name, short enough to name the frame cache's files later
+(frame_cache.cache_name): an id such as `../x` or `/abs` is one line naming the file and line,
+and the lookup never leaves those folders.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
-from lofi.runtime.errors import LofiError
-from lofi.trainer.frame_cache import VIDEO_EXTS
+from lofi.runtime.errors import LofiError, shown
+from lofi.trainer.frame_cache import VIDEO_EXTS, cache_name
 
 SUBSETS = {"val": "training", "test": "validation"}
+MAX_SECONDS = 7 * 24 * 3600.0  # a time on a video's timeline: at most a week
 AMBIGUOUS = "Ambiguous"
 CLASSES = [
     "BaseballPitch",
@@ -69,15 +74,19 @@ def read_annotation_file(path: Path) -> list[tuple[str, float, float]]:
             continue
         where = f"{path}:{n}"
         if len(parts) != 3:
-            raise LofiError(f"{where}: expected 'video start end', got {line.strip()!r}")
+            raise LofiError(f"{where}: expected 'video start end', got {shown(line.strip())}")
+        cache_name(parts[0], "jpeg", where)  # the id names the video and, later, cache files
         try:
             start, end = float(parts[1]), float(parts[2])
         except ValueError:
             raise LofiError(
-                f"{where}: start and end must be seconds, got {line.strip()!r}"
+                f"{where}: start and end must be seconds, got {shown(line.strip())}"
             ) from None
-        if not (math.isfinite(start) and math.isfinite(end) and start >= 0):
-            raise LofiError(f"{where}: start and end must be finite and >= 0: {line.strip()!r}")
+        if not (0 <= start <= MAX_SECONDS and 0 <= end <= MAX_SECONDS):
+            raise LofiError(
+                f"{where}: start and end must be seconds in 0..{MAX_SECONDS:g}, "
+                f"got {shown(line.strip())}"
+            )
         rows.append((parts[0], start, end))
     return rows
 
@@ -103,6 +112,8 @@ def annotation_files(folder: Path) -> dict[tuple[str, str], Path]:
 
 
 def find_file(roots: list[Path], vid: str) -> Path | None:
+    """ROOT/VIDEO_ID.<ext> in the first root that has it; `vid` is one file name (checked by
+    read_annotation_file), so only entries of the roots are looked at."""
     for root in roots:
         for ext in VIDEO_EXTS:
             if (root / f"{vid}{ext}").is_file():
@@ -153,7 +164,9 @@ def convert_thumos(
     for (cls, split), path in sorted(files.items()):
         for n, (vid, start, end) in enumerate(read_annotation_file(path), 1):
             if cls != AMBIGUOUS and subset.setdefault(vid, SUBSETS[split]) != SUBSETS[split]:
-                raise LofiError(f"{path}:{n}: video {vid} is listed in both val and test files")
+                raise LofiError(
+                    f"{path}:{n}: video {shown(vid)} is listed in both val and test files"
+                )
             if end <= start:
                 out.dropped.append(f"{path.name}:{n}")
                 continue
@@ -165,7 +178,9 @@ def convert_thumos(
         file = find_file(video_roots, vid)
         try:
             if file is None:
-                raise LofiError(f"no video file {vid}.* under {', '.join(map(str, video_roots))}")
+                raise LofiError(
+                    f"no video file {shown(vid)}.* under {', '.join(map(str, video_roots))}"
+                )
             duration, fps = probe(file)
             if not duration > 0:
                 raise LofiError(f"{file}: no duration")
