@@ -1,7 +1,9 @@
 """Checkpoint -> bundle folder: ONNX files, parity.json, optional engines, manifest.json last.
 
-The bundle is written to OUT.partial and renamed to OUT only when every parity check passed, so
-a bundle at OUT has always been checked; a failed one stays at OUT.partial for inspection."""
+The bundle is written to OUT.partial and moved to OUT only when every parity check passed and
+the runtime loads it (its manifest checks and the graphs' agreement with the manifest), so a
+bundle at OUT has always been checked; a failed one stays at OUT.partial for inspection, an
+interrupted one is removed."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from lofi.export.onnx_export import export_encoder, export_gtad_head, export_head
 from lofi.export.parity import check_parity
+from lofi.export.publish import publish
 from lofi.export.tensorrt_build import BuildOptions
 from lofi.export.trt_shapes import (
     Profiles,
@@ -28,6 +31,7 @@ from lofi.runtime.bundle import (
     write_manifest,
 )
 from lofi.runtime.errors import LofiError
+from lofi.runtime.onnx_file import external_data
 from lofi.runtime.snippets import SnippetGrid
 from lofi.trainer.checkpoint import checkpoint_config, load_checkpoint, models_from_checkpoint
 from lofi.trainer.gtad import GTADHead
@@ -80,9 +84,21 @@ def export_bundle(
             f"{parity['head_max_abs_err']:.2e}, tolerance {parity['tolerance']:.0e}"
             f"{_engine_summary(parity)}): not published; see {out / PARITY_FILE}"
         )
-    shutil.rmtree(final, ignore_errors=True)
-    out.rename(final)
+    _runtime_accepts(out)
+    publish(out, final)
     return final, parity
+
+
+def _runtime_accepts(folder: Path) -> None:
+    """Load the bundle as `lofi-stream` would (manifest values, digests, file names, external
+    data, parity record, graphs against the manifest): what the runtime would refuse is never
+    published."""
+    from lofi.runtime.models import BundleModels
+
+    try:
+        BundleModels(folder)
+    except LofiError as exc:
+        raise LofiError(f"the runtime refuses the exported bundle: {exc}; not published") from None
 
 
 def _engine_summary(parity: dict) -> str:
@@ -143,6 +159,9 @@ def _write(
             files.append(plan.name)
         parity["ok"] = all(e["ok"] for e in parity["engines"].values())
     (out / PARITY_FILE).write_text(json.dumps(parity, indent=1))
+    for graph in (ENCODER_FILE, HEAD_FILE):  # tensors stored beside a graph are hashed too
+        refs = external_data((out / graph).read_bytes(), str(out / graph))
+        files += sorted({r.location for r in refs} - set(files))
     hop = float("nan") if isinstance(head, GTADHead) else float(d.hop)
     manifest = Manifest(
         labels=list(ckpt["labels"]),

@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lofi.export.trt_check import check_tensorrt_ready
 from lofi.runtime.backends import gpu_compute_capability, tensorrt_version
-from lofi.runtime.bundle import (
-    ENCODER_FILE,
-    FORMAT_VERSION,
-    HEAD_FILE,
-    PARITY_FILE,
-    engine_problem,
-    load_manifest,
-)
+from lofi.runtime.bundle import FORMAT_VERSION, GRAPHS, engine_problem, read_parity
+from lofi.runtime.models import BundleModels
 
 
 def check_bundle(bundle: Path) -> list[str]:
     """Raise a one-line LofiError for a bundle the runtime would refuse (format version, the
-    manifest's digest, file hashes, parity) or whose graphs TensorRT 10.x would not parse; else
-    report lines, one per engine saying whether this machine can load it."""
-    folder, m = load_manifest(bundle)
-    for name in (ENCODER_FILE, HEAD_FILE):
+    manifest's digest, file names and hashes, external data, parity, graphs that disagree with
+    the manifest: the runtime's own load on the CPU) or whose graphs TensorRT 10.x would not
+    parse; else report lines, one per engine saying whether this machine can load it."""
+    models = BundleModels(bundle)
+    folder, m = models.folder, models.manifest
+    for name in GRAPHS:
         check_tensorrt_ready(folder / name)
-    parity = json.loads((folder / PARITY_FILE).read_text())
+    parity = read_parity(folder, m)
     lines = [
         f"{folder}: ok (format version {FORMAT_VERSION}, {len(m.files)} files hashed, {m.precision} parity "
         f"encoder {parity['encoder_max_abs_err']:.2e} head {parity['head_max_abs_err']:.2e} "

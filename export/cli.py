@@ -69,11 +69,13 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
         [("checkpoint", checkpoint), ("timing cache", timing_cache)],
     )
     from lofi.export.bundle_writer import export_bundle
+    from lofi.export.publish import stop_signals
     from lofi.export.tensorrt_build import BuildOptions
     from lofi.export.trt_shapes import Profiles
 
     build = BuildOptions(workspace, Path(timing_cache) if timing_cache else None)
-    with working_on(f"the checkpoint {named(checkpoint)}"):
+    # SIGTERM as Ctrl-C: OUT.partial is removed, the exit status is 130, OUT never half written
+    with stop_signals(), working_on(f"the checkpoint {named(checkpoint)}"):
         folder, parity = export_bundle(
             Path(checkpoint), out_dir, fp16, trt, Profiles.parse(trt_shapes), build
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from lofi.export.parity import max_abs_err
 from lofi.runtime.backends import OrtBackend, TrtBackend
 
 # GPU kernels sum in other orders than the CPU's (TF32 is off for fp32 engines)
@@ -31,7 +32,7 @@ def engine_parity(folder: Path, engine: dict, onnx_file: str, seed: int = 0) -> 
             ref = dict(zip(ort_b.outputs, ort_b(x)))
             got = dict(zip(trt_b.outputs, trt_b(x)))
             for name in errors:
-                errors[name] = max(errors[name], float(np.abs(ref[name] - got[name]).max()))
+                errors[name] = max(errors[name], max_abs_err(ref[name], got[name]))
     finally:
         trt_b.close()
     tol = ENGINE_TOLERANCE[engine["precision"]]

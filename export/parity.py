@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,18 @@ from lofi.trainer.gtad import ExportableGTAD, GTADHead
 from lofi.trainer.head import ExportableHead, PyramidHead
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2}
+
+
+def max_abs_err(ref: np.ndarray, got: np.ndarray) -> float:
+    """Largest |ref - got|, infinite where either side is not finite: a NaN output must fail
+    parity, and `max(0.0, nan)` (or numpy's comparisons) would quietly report 0."""
+    ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)
+    if ref.shape != got.shape:
+        return math.inf
+    diff = np.abs(ref - got)
+    if not np.isfinite(diff).all():
+        return math.inf
+    return float(diff.max()) if diff.size else 0.0
 
 
 def in_distribution(head: PyramidHead, noise: torch.Tensor) -> torch.Tensor:
@@ -47,7 +60,7 @@ def check_parity(
         frames = torch.randint(0, 256, (n, k, height, width, 3), dtype=torch.uint8, generator=g)
         ref = enc_t(frames).numpy()
         got = enc_o(frames.numpy())[0]
-        enc_err = max(enc_err, float(np.abs(ref - got).max()))
+        enc_err = max(enc_err, max_abs_err(ref, got))
     dim = enc_t.encoder.out_dim
     if isinstance(head, GTADHead):
         head_t: torch.nn.Module = ExportableGTAD(head).eval()
@@ -67,7 +80,7 @@ def check_parity(
         for name, a, b in zip(head_o.outputs, ref, got):
             if a.shape != b.shape:
                 raise LofiError(f"head.onnx output {name} has shape {b.shape}, not {a.shape}")
-            per_output[name] = max(per_output[name], float(np.abs(a - b).max()))
+            per_output[name] = max(per_output[name], max_abs_err(a, b))
     head_err = max(per_output.values())
     tol = TOLERANCE[precision]
     return {

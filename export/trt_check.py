@@ -171,7 +171,7 @@ def tensorrt_problems(model: onnx.ModelProto) -> list[str]:
 
 def check_tensorrt_ready(path: Path) -> None:
     """Raise a one-line LofiError naming the file and its first problem (and how many more)."""
-    problems = tensorrt_problems(onnx.load(str(path)))
+    problems = tensorrt_problems(onnx.load(str(path), load_external_data=False))
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise LofiError(

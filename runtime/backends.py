@@ -4,17 +4,84 @@ TensorRT execution provider) and serialized TensorRT engines run with cuda-pytho
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph's input or output as the backend declares it: numpy dtype name and shape, None
+    for a dimension left dynamic (an expected spec may name a rule instead of a size)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str | None, ...]
 
 
 class Backend(Protocol):
     outputs: list[str]
+    input_spec: TensorSpec
+    output_specs: list[TensorSpec]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+
+# ONNX Runtime's type strings -> numpy dtype names
+_ORT_DTYPES = {"float": "float32", "double": "float64"}
+
+
+def _ort_spec(arg: Any) -> TensorSpec:
+    kind = str(arg.type).removeprefix("tensor(").removesuffix(")")
+    shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or []))
+    return TensorSpec(arg.name, _ORT_DTYPES.get(kind, kind), shape)
+
+
+@contextmanager
+def native_output_captured() -> Iterator[list[str]]:
+    """Point file descriptors 1 and 2 at a temporary file while a native library loads, then
+    restore them; yields a list that receives what was written. stdout carries JSON event
+    lines, and ONNX Runtime (or TensorRT) writes multi-line blocks to either stream when a
+    provider cannot load: the caller turns them into one line of its own. Used only around
+    loading a model, before any stream prints."""
+    captured: list[str] = []
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = (os.dup(1), os.dup(2))
+    try:
+        with tempfile.TemporaryFile() as tmp:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            try:
+                yield captured
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                tmp.seek(0)
+                captured.append(tmp.read(1 << 20).decode("utf-8", "replace"))
+    finally:
+        os.close(saved[0])
+        os.close(saved[1])
+
+
+def native_reason(text: str) -> str:
+    """The line of a native library's log that says why it failed, shortened for one error
+    line ("" if none): e.g. 'libnvinfer.so.10: cannot open shared object file'."""
+    for line in text.splitlines():
+        if "error" in line.lower() or "fail" in line.lower():
+            reason = line.rsplit("with error: ", 1)[-1].rsplit("] ", 1)[-1].strip()
+            return shown(reason, 160).strip("'\"")
+    return ""
 
 
 # the providers each ONNX Runtime device asks for, the first being the one it must really get
@@ -45,18 +112,26 @@ def _provider_options(device: str, cache: Path | None) -> list[dict[str, Any]]:
 class OrtBackend:
     """One ONNX model with one input; outputs in the model's declared order, named in `outputs`.
 
+    The model comes as a path (the exporter's own files) or as bytes already verified against a
+    bundle's manifest, with its external-data files as bytes by location: ONNX Runtime then
+    opens no file, so it runs exactly what was hashed.
+
     With a GPU device the session must really run on it: ONNX Runtime falls back to the CPU
-    silently when a provider cannot load (missing CUDA libraries, no GPU), so the providers the
-    session got are checked and a fallback is refused. The CUDA provider binds the input and the
-    outputs with I/O binding (one copy each way, no per-call allocation by the session)."""
+    silently when a provider cannot load (missing CUDA libraries, no GPU), so its fallback is
+    turned off, the providers the session got are checked, and a failure is one line (what
+    ONNX Runtime writes to stdout or stderr meanwhile is captured: stdout carries JSON events).
+    The CUDA provider binds the input and the outputs with I/O binding (one copy each way, no
+    per-call allocation by the session)."""
 
     def __init__(
         self,
-        path: Path,
+        model: Path | bytes,
         device: str = "cpu",
         threads: int = 0,
         cache: Path | None = None,
         spin: bool = False,
+        name: str = "",
+        external: dict[str, bytes] | None = None,
     ) -> None:
         try:
             import onnxruntime as ort
@@ -67,6 +142,7 @@ class OrtBackend:
             ) from None
         if device not in ORT_PROVIDERS:
             raise LofiError(f"ONNX Runtime device must be one of {', '.join(ORT_PROVIDERS)}")
+        label = name or (model.name if isinstance(model, Path) else "model")
         wanted = ORT_PROVIDERS[device]
         if wanted[0] not in ort.get_available_providers():
             raise LofiError(
@@ -82,24 +158,46 @@ class OrtBackend:
         if config:
             for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
                 config(key, "1" if spin else "0")
-        try:
-            self.session = ort.InferenceSession(
-                str(path),
-                opts,
-                providers=wanted,
-                provider_options=_provider_options(device, cache),
+        # kept for the session's life: ONNX Runtime may use these buffers in place
+        self._external = [np.frombuffer(data, np.uint8) for data in (external or {}).values()]
+        if external:
+            opts.add_external_initializers_from_files_in_memory(
+                list(external), self._external, [len(b) for b in self._external]
             )
+        source = str(model) if isinstance(model, Path) else model
+        captured: list[str] = []
+        try:
+            with native_output_captured() as captured:
+                self.session = ort.InferenceSession(
+                    source,
+                    opts,
+                    providers=wanted,
+                    provider_options=_provider_options(device, cache),
+                    enable_fallback=0,
+                )
         except Exception as exc:  # onnxruntime raises its own non-exported exception types
-            raise LofiError(f"cannot load {path}: {str(exc).splitlines()[0]}") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LofiError(
+                f"cannot load {label} on device {device}: {shown(reason, 200)}"
+            ) from None
         got = self.session.get_providers()
         if not got or got[0] != wanted[0]:
+            why = native_reason("".join(captured))
             raise LofiError(
-                f"{path.name}: ONNX Runtime gave providers {', '.join(got)} instead of "
+                f"{label}: ONNX Runtime gave providers {', '.join(got)} instead of "
                 f"{wanted[0]} (would run on the CPU): check the CUDA/TensorRT libraries"
+                + (f" ({why})" if why else "")
             )
+        if "".join(captured).strip():  # warnings of a session that loaded: stderr, not stdout
+            sys.stderr.write("".join(captured))
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise LofiError(f"{label} has {len(inputs)} inputs; a bundle graph has one")
         self.device = device
-        self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.input_spec = _ort_spec(inputs[0])
+        self.output_specs = [_ort_spec(o) for o in self.session.get_outputs()]
+        self.input = self.input_spec.name
+        self.outputs = [o.name for o in self.output_specs]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         if self.device != "cuda":
@@ -175,7 +273,7 @@ class TrtBackend:
     one optimisation profile, outputs by name; inputs outside the profile are refused in one
     line; page-locked host buffers for the copies; buffers and stream freed by `close`."""
 
-    def __init__(self, plan: Path) -> None:
+    def __init__(self, plan: Path | bytes, name: str = "") -> None:
         try:
             import tensorrt as trt
 
@@ -185,23 +283,36 @@ class TrtBackend:
                 "device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
             ) from None
         self.trt, self.cudart = trt, cudart
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(
-            plan.read_bytes()
-        )
+        self.plan = name or (plan.name if isinstance(plan, Path) else "engine")
+        data = plan.read_bytes() if isinstance(plan, Path) else plan
+        with native_output_captured() as captured:
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
-            raise LofiError(f"TensorRT could not load {plan} (built for another GPU or version?)")
+            why = native_reason("".join(captured))
+            raise LofiError(
+                f"TensorRT could not load {self.plan} (built for another GPU or version?)"
+                + (f": {why}" if why else "")
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         if len(inputs) != 1:
-            raise LofiError(f"{plan.name} has {len(inputs)} inputs; a bundle engine has one")
+            raise LofiError(f"{self.plan} has {len(inputs)} inputs; a bundle engine has one")
         self.input = inputs[0]
         self.outputs = [n for n in names if n != self.input]
+        self.input_spec = self._spec(self.input)
+        self.output_specs = [self._spec(n) for n in self.outputs]
         lo, _, hi = self.engine.get_tensor_profile_shape(self.input, 0)
         self.profile = (tuple(lo), tuple(hi))
-        self.plan = plan.name
         self.buffers = _Buffers(cudart)
         self.stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+
+    def _spec(self, name: str) -> TensorSpec:
+        """The engine's declared shape (-1 for a dimension its profile leaves open)."""
+        shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
+        dims = tuple(None if d < 0 else d for d in shape)
+        return TensorSpec(name, self._dtype(name).name, dims)
 
     @property
     def max_batch(self) -> int:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lofi.runtime.errors import LofiError
+from lofi.runtime.documents import parse_json, read_json
+from lofi.runtime.errors import LofiError, shown
+from lofi.runtime.onnx_file import ExternalData, external_data
+from lofi.runtime.paths import file_name, inside
 from lofi.runtime.postprocess import PostConfig
 from lofi.runtime.snippets import SnippetGrid, resize_grid
 
@@ -25,6 +29,10 @@ PARITY_FILE = "parity.json"
 DIGEST_KEY = "manifest_sha256"
 HEAD_TYPES = {"pyramid": "window", "gtad": "resize"}  # head type -> its snippet protocol
 GTAD_OUTPUTS = ["start", "end", "confidence", "class_probs"]
+GRAPHS = (ENCODER_FILE, HEAD_FILE)
+MAX_MANIFEST_BYTES = 16 * 1024**2
+MAX_GRAPH_BYTES = 2 * 1024**3  # protobuf's own limit; bigger weights go to external data
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sha256_file(path: Path) -> str:
@@ -74,6 +82,22 @@ def _number(d: dict, path: str, minimum: float, integer: bool = False, above: bo
         )
 
 
+def _check_labels(labels: list) -> None:
+    """The class names events carry: the head's class index i is labels[i], so a missing, empty
+    or repeated name would silently mislabel or merge classes."""
+    if not labels:
+        raise LofiError("manifest.json: field labels must be a non-empty list of names")
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            raise LofiError(
+                f"manifest.json: field labels[{i}] must be a non-empty string, got {shown(label)}"
+            )
+        if label in seen:
+            raise LofiError(f"manifest.json: field labels[{i}] {shown(label)} is given twice")
+        seen.add(label)
+
+
 def check_manifest_values(d: Any) -> None:
     """Refuse in one line what `Manifest.from_json` would otherwise turn into a crash or a
     silently wrong run: a manifest that is not an object, sections that are not objects,
@@ -86,8 +110,17 @@ def check_manifest_values(d: Any) -> None:
     for key in ("labels", "engines"):
         if key in d and not isinstance(d[key], list):
             raise LofiError(f"manifest.json: field {key} must be a list")
-    if "labels" in d and not (d["labels"] and all(isinstance(x, str) for x in d["labels"])):
-        raise LofiError("manifest.json: field labels must be a non-empty list of names")
+    if "labels" in d:
+        _check_labels(d["labels"])
+    for name, digest in d.get("files", {}).items():
+        if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            raise LofiError(
+                f"manifest.json: field files.{shown(name)} must be a sha256 in hex, "
+                f"got {shown(digest)}"
+            )
+    for i, engine in enumerate(d.get("engines", [])):
+        if not (isinstance(engine, dict) and isinstance(engine.get("file"), str)):
+            raise LofiError(f"manifest.json: field engines[{i}] must be an object with a file")
     for key in ("mean", "std"):
         values = d.get("input", {}).get(key)
         if values is not None and (
@@ -324,7 +357,8 @@ def write_manifest(folder: Path, manifest: Manifest) -> None:
 
 def manifest_digest_of(folder: Path) -> str:
     """The digest a bundle's manifest records (after `load_manifest` verified it)."""
-    return str(json.loads((folder / MANIFEST).read_text()).get(DIGEST_KEY, ""))
+    data = read_json(Path(folder) / MANIFEST, "bundle manifest", MAX_MANIFEST_BYTES)
+    return str(data.get(DIGEST_KEY, "")) if isinstance(data, dict) else ""
 
 
 def engine_problem(engine: dict[str, Any], tensorrt: str | None, capability: str | None) -> str:
@@ -342,48 +376,118 @@ def engine_problem(engine: dict[str, Any], tensorrt: str | None, capability: str
     return ""
 
 
-def _check_parity(folder: Path) -> dict[str, Any]:
+def bundle_path(folder: Path, name: str) -> Path:
+    """A file the manifest lists: one file name that resolves (symlinks followed) inside the
+    bundle folder, or one line."""
+    what = f"{folder / MANIFEST}: field files entry"
+    return inside(folder, file_name(name, what), what)
+
+
+def _regular(path: Path) -> None:
+    if not path.exists():
+        raise LofiError(f"bundle file missing: {path}")
+    if not path.is_file():
+        raise LofiError(f"bundle file {path} is not a regular file")
+
+
+def read_verified(folder: Path, manifest: Manifest, name: str, limit: int | None = None) -> bytes:
+    """A listed file's bytes, read once and checked against the manifest's sha256: what a caller
+    hands to ONNX Runtime or TensorRT is exactly what was hashed (no check-then-reopen race)."""
+    if name not in manifest.files:
+        raise LofiError(f"{folder / MANIFEST}: field files does not list {name}")
+    path = bundle_path(folder, name)
+    _regular(path)
+    if limit is not None and path.stat().st_size > limit:
+        raise LofiError(f"bundle file {path} is larger than {limit} bytes")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != manifest.files[name]:
+        raise LofiError(f"bundle file modified (sha256 mismatch): {path}")
+    return data
+
+
+def external_refs(folder: Path, manifest: Manifest, graph: str, data: bytes) -> list[ExternalData]:
+    """The external-data references of a graph's (verified) bytes: each location must be a file
+    the manifest lists (so it is hashed) and stay inside the bundle, or one line naming it."""
+    refs = external_data(data, str(folder / graph))
+    for ref in refs:
+        what = f"{folder / graph}: external data of tensor {shown(ref.tensor)}"
+        inside(folder, ref.location, what)
+        if ref.location not in manifest.files:
+            raise LofiError(
+                f"{what} is in {shown(ref.location)}, a file the manifest does not list "
+                "(unhashed): re-export the bundle"
+            )
+    return refs
+
+
+def graph_files(folder: Path, manifest: Manifest, graph: str) -> tuple[bytes, dict[str, bytes]]:
+    """A graph's bytes and its external-data files' bytes by location, each read once and
+    verified against the manifest: ONNX Runtime gets these bytes and opens no file itself."""
+    data = read_verified(folder, manifest, graph, MAX_GRAPH_BYTES)
+    external: dict[str, bytes] = {}
+    for ref in external_refs(folder, manifest, graph, data):
+        if ref.location not in external:
+            external[ref.location] = read_verified(folder, manifest, ref.location)
+        end = ref.offset + (ref.length or 0)
+        if end > len(external[ref.location]):
+            raise LofiError(
+                f"{folder / graph}: external data of tensor {shown(ref.tensor)} ends at byte "
+                f"{end}, beyond the {len(external[ref.location])} bytes of {ref.location}"
+            )
+    return data, external
+
+
+def read_parity(folder: Path, manifest: Manifest) -> dict[str, Any]:
+    """The verified parity record, which must say ok (and ok for every engine)."""
     path = folder / PARITY_FILE
     try:
-        parity = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LofiError(f"{path} is not valid JSON") from None
+        text = read_verified(folder, manifest, PARITY_FILE).decode("utf-8")
+    except UnicodeDecodeError:
+        raise LofiError(f"{path} is not UTF-8 text") from None
+    parity = parse_json(text, str(path))
     if not isinstance(parity, dict) or parity.get("ok") is not True:
         raise LofiError(f"{path}: field 'ok' is not true: the bundle failed its parity check")
-    for name, e in parity.get("engines", {}).items():
-        if e.get("ok") is not True:
+    engines = parity.get("engines", {})
+    if not isinstance(engines, dict):
+        raise LofiError(f"{path}: field engines must be an object")
+    for name, e in engines.items():
+        if not isinstance(e, dict) or e.get("ok") is not True:
             raise LofiError(f"{path}: engines.{name}.ok is not true: the engine failed parity")
     return parity
 
 
 def load_manifest(folder: str | Path) -> tuple[Path, Manifest]:
     """Read and verify a bundle: format version, the manifest's own digest, every listed file's
-    sha256, and a parity record that says ok. Anything else is refused in one line."""
+    name (inside the bundle) and sha256, the graphs' external data (listed, inside), no listed
+    file that nothing uses, and a parity record that says ok. Anything else is one line."""
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         raise LofiError(f"not a bundle (no {MANIFEST}): {folder}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise LofiError(f"{path} is not valid JSON") from None
+    data = read_json(path, "bundle manifest", MAX_MANIFEST_BYTES)
     if not isinstance(data, dict):
         raise LofiError(f"{path} is not a LoFi-TAL bundle manifest")
     manifest = Manifest.from_json(data)
     if data.get(DIGEST_KEY) != manifest_digest(data):
         raise LofiError(f"{path}: field {DIGEST_KEY} does not match the manifest (edited?)")
-    needed = [ENCODER_FILE, HEAD_FILE, PARITY_FILE] + [str(e.get("file")) for e in manifest.engines]
+    needed = [ENCODER_FILE, HEAD_FILE, PARITY_FILE] + [str(e["file"]) for e in manifest.engines]
     for name in needed:
         if name not in manifest.files:
             raise LofiError(f"{path}: field files does not list {name}")
     for name in manifest.files:
-        if Path(name).name != name:
-            raise LofiError(f"{path}: field files lists {name!r}, not a file name in the bundle")
-    for name, digest in manifest.files.items():
-        f = folder / name
-        if not f.is_file():
-            raise LofiError(f"bundle file missing: {f}")
-        if sha256_file(f) != digest:
-            raise LofiError(f"bundle file modified (sha256 mismatch): {f}")
-    _check_parity(folder)
+        bundle_path(folder, name)
+    used = set(needed)
+    for name in manifest.files:
+        if name in GRAPHS:
+            graph = read_verified(folder, manifest, name, MAX_GRAPH_BYTES)
+            used.update(r.location for r in external_refs(folder, manifest, name, graph))
+        else:
+            f = bundle_path(folder, name)
+            _regular(f)
+            if sha256_file(f) != manifest.files[name]:
+                raise LofiError(f"bundle file modified (sha256 mismatch): {f}")
+    for name in manifest.files:
+        if name not in used:
+            raise LofiError(f"{path}: field files lists {name}, which no graph or engine uses")
+    read_parity(folder, manifest)
     return folder, manifest

@@ -10,6 +10,7 @@ import numpy as np
 from lofi.runtime.backends import (
     Backend,
     OrtBackend,
+    TensorSpec,
     TrtBackend,
     gpu_compute_capability,
     tensorrt_version,
@@ -19,8 +20,10 @@ from lofi.runtime.bundle import (
     HEAD_FILE,
     Manifest,
     engine_problem,
+    graph_files,
     load_manifest,
     manifest_digest_of,
+    read_verified,
 )
 from lofi.runtime.errors import LofiError
 from lofi.runtime.postprocess import LevelOutputs
@@ -33,14 +36,104 @@ DEVICES = ("cpu", "cuda", "ort-trt", "trt")
 GTADArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _engine_for(folder: Path, manifest: Manifest, part: str) -> Path:
+# a graph dimension the runtime varies call by call (must be left dynamic), and the batch
+# dimension of a head the runtime calls with one sequence (1 or dynamic)
+DYNAMIC, BATCH = "dynamic", "batch"
+
+
+def _engine_for(folder: Path, manifest: Manifest, part: str) -> TrtBackend:
     for e in manifest.engines:
         if e.get("part") == part:
             problem = engine_problem(e, tensorrt_version(), gpu_compute_capability())
             if problem:
                 raise LofiError(f"{e['file']} cannot load here: {problem}: rebuild with --trt")
-            return folder / e["file"]
+            return TrtBackend(read_verified(folder, manifest, e["file"]), e["file"])
     raise LofiError(f"bundle has no TensorRT engine for the {part}: export it with --trt")
+
+
+def expected_specs(m: Manifest) -> dict[str, tuple[TensorSpec, list[TensorSpec]]]:
+    """What each graph must declare for the manifest to describe it: its one input and its
+    outputs, by name, dtype and shape (`DYNAMIC` / `BATCH` where the runtime varies a size)."""
+    k, classes, dim = m.grid.k, len(m.labels), m.feature_dim
+    encoder = (
+        TensorSpec("frames", "uint8", (DYNAMIC, k, m.height, m.width, 3)),
+        [TensorSpec("features", "float32", (DYNAMIC, dim))],
+    )
+    if m.head_type == "gtad":
+        t, d = m.length, m.max_duration
+        shapes = {
+            "start": (BATCH, t),
+            "end": (BATCH, t),
+            "confidence": (BATCH, 2, d, t),
+            "class_probs": (BATCH, classes, t),
+        }
+        head_in: tuple[int | str, ...] = (BATCH, dim, t)
+    else:
+        shapes = {
+            name: (BATCH, classes if name.startswith("cls") else 2, DYNAMIC)
+            for name in m.head_outputs
+        }
+        head_in = (BATCH, dim, DYNAMIC)
+    head = (
+        TensorSpec("features", "float32", head_in),
+        [TensorSpec(n, "float32", shapes[n]) for n in m.head_outputs],
+    )
+    return {ENCODER_FILE: encoder, HEAD_FILE: head}
+
+
+def _shape(dims: tuple) -> str:
+    names = {None: "?", DYNAMIC: "?", BATCH: "1"}
+    return "(" + ", ".join(str(names.get(d, d)) for d in dims) + ")"
+
+
+def _fits(got: tuple, want: tuple) -> bool:
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        if w == DYNAMIC and g is not None:
+            return False
+        if w == BATCH and g not in (None, 1):
+            return False
+        if isinstance(w, int) and g != w:
+            return False
+    return True
+
+
+def spec_problem(graph: str, role: str, got: TensorSpec, want: TensorSpec, labels: int) -> str:
+    """Why a declared input/output does not match the manifest ("" if it does)."""
+    if got.dtype == want.dtype and _fits(got.shape, want.shape):
+        return ""
+    classes = want.name.startswith("cls") or want.name == "class_probs"
+    note = f" ({labels} labels)" if classes else ""
+    return (
+        f"{graph}: {role} {got.name} is {got.dtype} {_shape(got.shape)}, the manifest needs "
+        f"{want.dtype} {_shape(want.shape)}{note} (?: dynamic)"
+    )
+
+
+def check_graphs(m: Manifest, backends: dict[str, Backend]) -> None:
+    """The manifest and the graphs agree, or one line at load (not an ONNX Runtime error or an
+    IndexError once streaming has begun): input name, dtype and shape; the outputs, exactly;
+    the class count against the labels."""
+    for graph, (want_in, want_out) in expected_specs(m).items():
+        b = backends[graph]
+        if b.input_spec.name != want_in.name:
+            raise LofiError(
+                f"{graph}: input {b.input_spec.name!r}, the manifest needs {want_in.name!r}"
+            )
+        problem = spec_problem(graph, "input", b.input_spec, want_in, len(m.labels))
+        got = {s.name: s for s in b.output_specs}
+        wanted = {s.name: s for s in want_out}
+        missing = [n for n in wanted if n not in got]
+        extra = [n for n in got if n not in wanted]
+        if not problem and (missing or extra):
+            problem = f"{graph}: outputs {', '.join(got)}, the manifest needs {', '.join(wanted)}"
+        for name in wanted:
+            problem = problem or spec_problem(
+                graph, "output", got[name], wanted[name], len(m.labels)
+            )
+        if problem:
+            raise LofiError(problem)
 
 
 def ort_trt_cache(folder: Path) -> Path:
@@ -59,20 +152,19 @@ class BundleModels:
         self.folder, self.manifest = load_manifest(bundle)
         self.device = device
         if device == "trt":
-            self.encoder: Backend = TrtBackend(_engine_for(self.folder, self.manifest, "encoder"))
-            self.head_net: Backend = TrtBackend(_engine_for(self.folder, self.manifest, "head"))
+            self.encoder: Backend = _engine_for(self.folder, self.manifest, "encoder")
+            self.head_net: Backend = _engine_for(self.folder, self.manifest, "head")
         else:
             cache = ort_trt_cache(self.folder) if device == "ort-trt" else None
-            self.encoder = OrtBackend(self.folder / ENCODER_FILE, device, threads, cache, spin)
-            self.head_net = OrtBackend(self.folder / HEAD_FILE, device, threads, cache, spin)
+            loaded = []
+            for graph in (ENCODER_FILE, HEAD_FILE):
+                data, external = graph_files(self.folder, self.manifest, graph)
+                loaded.append(OrtBackend(data, device, threads, cache, spin, graph, external))
+            self.encoder, self.head_net = loaded
+        check_graphs(self.manifest, {ENCODER_FILE: self.encoder, HEAD_FILE: self.head_net})
         # outputs by name, as the manifest lists them, whatever order a backend reports
-        if "features" not in self.encoder.outputs:
-            raise LofiError("the bundle's encoder has no output 'features'")
         self._features = self.encoder.outputs.index("features")
         names = list(self.head_net.outputs)
-        missing = [n for n in self.manifest.head_outputs if n not in names]
-        if missing:
-            raise LofiError(f"the bundle's head has no output {', '.join(missing)}")
         self._order = [names.index(n) for n in self.manifest.head_outputs]
         self._max_batch = int(getattr(self.encoder, "max_batch", 0))
         # ONNX Runtime sessions take concurrent runs; a TensorRT context holds one call's buffers

@@ -10,18 +10,22 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 from lofi.trainer.encoder import SnippetEncoder
 from lofi.trainer.head import PyramidHead
 from lofi.trainer.schema import Config, validate
 
 FORMAT = "lofi-tal-checkpoint"
+# torch.save's zip: one entry per tensor storage plus a few; data.pkl holds the containers
+MAX_ENTRIES = 1 << 16
+MAX_PICKLE_BYTES = 256 * 1024**2
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -35,11 +39,53 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def check_archive(path: Path, what: str) -> None:
+    """Refuse a zip bomb before torch reads it: torch.load allocates what the zip's directory
+    claims for each entry before reading it. torch.save stores entries uncompressed, so every
+    honest entry's size is its stored size and all of them fit in the file; anything else (a
+    compressed entry, sizes beyond the file, a huge entry count or pickle) is one line."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
+        raise LofiError(
+            f"cannot read {what} {path}: not a PyTorch zip archive (as torch.save writes)"
+        ) from None
+    if len(entries) > MAX_ENTRIES:
+        raise LofiError(f"refusing {what} {path}: {len(entries)} entries (at most {MAX_ENTRIES})")
+    total = 0
+    for e in entries:
+        name = shown(e.filename)
+        if e.compress_type != zipfile.ZIP_STORED:
+            raise LofiError(
+                f"refusing {what} {path}: entry {name} is compressed (torch.save stores entries)"
+            )
+        if e.file_size != e.compress_size or e.file_size > size:
+            raise LofiError(
+                f"refusing {what} {path}: entry {name} claims {e.file_size} bytes in a file "
+                f"of {size}"
+            )
+        if e.filename.endswith(".pkl") and e.file_size > MAX_PICKLE_BYTES:
+            raise LofiError(
+                f"refusing {what} {path}: entry {name} is {e.file_size} bytes "
+                f"(at most {MAX_PICKLE_BYTES})"
+            )
+        total += e.file_size
+    if total > size:
+        raise LofiError(
+            f"refusing {what} {path}: its entries claim {total} bytes in a file of {size}"
+        )
+
+
 def safe_load(path: str | Path, what: str) -> Any:
-    """`torch.load(weights_only=True)` with one-line errors; never runs code from the file."""
+    """`torch.load(weights_only=True)` with one-line errors; never runs code from the file, and
+    never allocates more than the file holds (`check_archive` first; torch itself refuses a
+    tensor storage whose record is smaller than the pickle claims)."""
     path = Path(path)
     if not path.is_file():
         raise LofiError(f"{what} not found: {path}")
+    check_archive(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -50,7 +96,9 @@ def safe_load(path: str | Path, what: str) -> Any:
             ) from None
         raise LofiError(f"cannot read {what} {path}: {type(exc).__name__}") from None
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise LofiError(f"cannot read {what} {path}: {type(exc).__name__}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        detail = f": {shown(first, 160)}" if first else ""
+        raise LofiError(f"cannot read {what} {path}: {type(exc).__name__}{detail}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -160,4 +208,19 @@ def models_from_checkpoint(ckpt: dict, path: str | Path) -> tuple[SnippetEncoder
     head = build_head(cfg, encoder.out_dim, len(labels))
     load_state(encoder, ckpt["encoder"], "encoder", path)
     load_state(head, ckpt["head"], "head", path)
+    check_finite(encoder, "encoder", path)
+    check_finite(head, "head", path)
     return encoder.eval(), head.eval()
+
+
+def check_finite(module: torch.nn.Module, what: str, path: str | Path) -> None:
+    """Refuse weights with NaN or infinity (a diverged run's checkpoint): exported, they make a
+    bundle whose every score is NaN. Checked on the module after loading, so the shapes are the
+    model's own, not whatever the file claims."""
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LofiError(
+                f"{path}: {what} tensor {name} has {bad} non-finite value(s) (NaN or infinity): "
+                "the run diverged; export an earlier checkpoint"
+            )
