@@ -82,3 +82,50 @@ def test_plan_command_prints_the_table_and_what_fits(tmp_path):
     assert "checkpointing=none, precision=bf16" in s_line  # no recomputation comes first
     bad = CliRunner().invoke(train_cli, [*args, "--memory", "plenty"])
     assert bad.exit_code == 1 and "--memory" in bad.output
+
+
+PARTS = ("activations", "weight_casts", "params", "grads", "optimizer")
+
+
+def test_the_total_is_the_sum_of_its_parts_each_counted_once():
+    from lofi.trainer.planner import GIB, Plan, format_plan
+
+    # powers of two: a part left out of the total, or counted twice, changes the sum
+    parts = {k: 2**i * GIB for i, k in enumerate(PARTS)}
+    plan = Plan("full", 8, (32, 32), "none", "bf16", saved=2**10 * GIB, **parts)
+    assert plan.total == 31 * GIB  # `saved` is held in the activations and casts: not added
+    row = plan.as_json()
+    assert row["total"] == plan.total == sum(row[k] for k in PARTS)
+    # the printed table adds up too: activations, casts, and the footer's three
+    text = format_plan([plan]).splitlines()
+    activ, casts, total = (float(x) for x in text[2].split()[-3:])
+    footer = [float(w) for w in text[3].replace(",", " ").split() if w[0].isdigit()]
+    assert footer == [4.0, 8.0, 16.0]
+    assert (activ, casts, total) == (1.0, 2.0, 31.0) and activ + casts + sum(footer) == total
+
+
+@pytest.mark.parametrize("prec", ["fp32", "bf16"])
+def test_each_part_is_what_the_model_and_optimiser_hold(prec):
+    """Parameters, gradients and AdamW's state counted from the model itself, not the meter."""
+    import torch
+    from lofi.trainer.checkpoint import build_encoder, build_head
+    from lofi.trainer.encoder import freeze_batch_norm
+
+    cfg = _cfg()
+    plan = measure_step(cfg, (32, 32), FidelitySchedule().configs()["ST"], precision=prec)
+    encoder = build_encoder(cfg, pretrained=False)
+    head = build_head(cfg, encoder.out_dim, 20)
+    if cfg.lofi.freeze_bn:
+        freeze_batch_norm(encoder)
+    model = torch.nn.ModuleList([encoder, head])
+    tensors = [*model.parameters(), *model.buffers()]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert plan.params == sum(t.numel() * t.element_size() for t in tensors)
+    assert plan.grads == sum(p.numel() * 4 for p in trainable)  # fp32 gradients
+    # two fp32 moments per trainable tensor and a one-float step count each
+    assert plan.optimizer == 2 * plan.grads + 4 * len(trainable)
+    weights = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
+    assert plan.weight_casts == 0 if prec == "fp32" else 0 < plan.weight_casts <= 2 * weights
+    assert plan.total == sum(getattr(plan, k) for k in PARTS)
+    # what autograd saves is held in the activations and the casts, not on top of them
+    assert 0 < plan.saved <= plan.activations + plan.weight_casts

@@ -51,6 +51,8 @@ class Plan:
 
     @property
     def total(self) -> int:
+        """Every byte the step holds at its peak, each kind once: what autograd saves
+        (`saved`) is held in the activations and the weight casts, not added again."""
         return self.activations + self.weight_casts + self.params + self.grads + self.optimizer
 
     def as_json(self) -> dict:
@@ -170,20 +172,21 @@ def format_plan(rows: list[Plan], budget: int | None = None) -> str:
 
     head = (
         f"{'fidelity':8} {'input':>16} {'checkpoint':>10} {'prec':>5} "
-        f"{'activ. GiB':>10} {'total GiB':>9}"
+        f"{'activ. GiB':>10} {'casts GiB':>9} {'total GiB':>9}"
     )
     lines = [head, "-" * len(head)]
     for p in rows:
         shape = f"{p.snippets}x{p.side[0]}x{p.side[1]}"
         lines.append(
             f"{p.fidelity:8} {shape:>16} {p.checkpointing:>10} {p.precision:>5} "
-            f"{gib(p.activations):>10} {gib(p.total):>9}"
+            f"{gib(p.activations):>10} {gib(p.weight_casts):>9} {gib(p.total):>9}"
         )
     if rows:
         r = rows[0]
         lines.append(
             f"parameters {r.params / GIB:.3f} GiB, gradients {r.grads / GIB:.3f} GiB, "
-            f"optimiser state {r.optimizer / GIB:.3f} GiB (included in total)"
+            f"optimiser state {r.optimizer / GIB:.3f} GiB (total = these + activations + "
+            "autocast's weight casts)"
         )
     if budget is not None:
         lines.append(f"\nwithin {_size(budget)} (cheapest setting per fidelity):")
