@@ -264,6 +264,17 @@ def test_a_cache_file_swapped_for_a_symlink_outside_is_not_read(cache, layout):
         FrameCache(cache).frames("good")
 
 
+def test_a_finished_file_swapped_for_a_symlink_is_decoded_again_not_resumed(cache, layout):
+    outside = layout["root"] / "copy.jpgs"
+    shutil.copy(cache / "good.jpgs", outside)  # the very bytes and size the index records
+    (cache / "good.jpgs").unlink()
+    (cache / "good.jpgs").symlink_to(outside)
+    ann = layout["root"] / "gt.json"
+    report = prepare_cache(ann, layout["videos"], cache, 8.0, (16, 16), fmt="jpeg")
+    assert report.decoded == ["good"] and report.resumed == ["fine"]
+    assert not (cache / "good.jpgs").is_symlink() and outside.is_file()
+
+
 def test_planted_symlinks_never_redirect_a_write(layout):
     """A symlink where prepare writes its temporary files or a finished file is replaced, never
     written through: the files it points at keep their bytes."""

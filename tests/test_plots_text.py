@@ -18,7 +18,16 @@ from lofi.runtime.plots import LABEL_CHARS, plain, plot_timelines
 from lofi.trainer.plots import plot_curves
 from matplotlib.text import Text
 
-HOSTILE = ["a$b$c", "$\\frac{", "\\n", "$x^2$ and $", "line\nbreak\x1b[31m", "L" * 5000]
+# `$\\frac{$` is malformed mathtext (raises at draw time), `a$b$c` well-formed (drawn as math)
+HOSTILE = [
+    "a$b$c",
+    "$\\frac{$",
+    "$\\frac{",
+    "\\n",
+    "$x^2$ and $",
+    "line\nbreak\x1b[31m",
+    "L" * 5000,
+]
 
 
 @pytest.fixture
@@ -80,10 +89,10 @@ def test_plain_escapes_and_cuts():
 
 def test_curves_draw_metric_names_and_title_as_text(tmp_path, drawn, monkeypatch):
     monkeypatch.setitem(matplotlib.rcParams, "text.usetex", True)
-    epochs = [{"epoch": e, "loss": 1.0 / (e + 1), "$\\frac{": 0.5, "a$b$c": e} for e in range(3)]
-    plot_curves(epochs, tmp_path / "c.png", "run $\\frac{")
+    epochs = [{"epoch": e, "loss": 1.0 / (e + 1), "$\\frac{$": 0.5, "a$b$c": e} for e in range(3)]
+    plot_curves(epochs, tmp_path / "c.png", "run $\\frac{$")
     assert (tmp_path / "c.png").stat().st_size > 1000
-    assert_plain(drawn[0], ["$\\frac{", "a$b$c", "run $\\frac{"])
+    assert_plain(drawn[0], ["$\\frac{$", "a$b$c", "run $\\frac{$"])
 
 
 def test_lofi_eval_plot_with_hostile_ids_is_written(tmp_path):
