@@ -4,11 +4,12 @@ TensorRT execution provider) and serialized TensorRT engines run with cuda-pytho
 from __future__ import annotations
 
 import ctypes
+import io
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,19 +57,20 @@ def native_output_captured() -> Iterator[list[str]]:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     saved = (os.dup(1), os.dup(2))
+    printed = io.StringIO()  # Python-level prints, wherever sys.stdout points
     try:
         with tempfile.TemporaryFile() as tmp:
             os.dup2(tmp.fileno(), 1)
             os.dup2(tmp.fileno(), 2)
             try:
-                yield captured
+                with redirect_stdout(printed), redirect_stderr(printed):
+                    yield captured
             finally:
-                for stream in (sys.stdout, sys.stderr):
-                    stream.flush()
                 os.dup2(saved[0], 1)
                 os.dup2(saved[1], 2)
                 tmp.seek(0)
-                captured.append(tmp.read(1 << 20).decode("utf-8", "replace"))
+                native = tmp.read(1 << 20).decode("utf-8", "replace")
+                captured.append(printed.getvalue() + native)
     finally:
         os.close(saved[0])
         os.close(saved[1])
@@ -77,10 +79,14 @@ def native_output_captured() -> Iterator[list[str]]:
 def native_reason(text: str) -> str:
     """The line of a native library's log that says why it failed, shortened for one error
     line ("" if none): e.g. 'libnvinfer.so.10: cannot open shared object file'."""
-    for line in text.splitlines():
-        if "error" in line.lower() or "fail" in line.lower():
-            reason = line.rsplit("with error: ", 1)[-1].rsplit("] ", 1)[-1].strip()
-            return shown(reason, 160).strip("'\"")
+    lines = text.splitlines()
+    for marks in (("with error: ",), ("[E:", "] "), ("error", "fail")):
+        for line in lines:
+            if any(m in line.lower() or m in line for m in marks) and line.strip("* \t"):
+                if "EP Error" in line and "*" in line:
+                    continue  # the Python fallback's banner says nothing
+                reason = line.rsplit("with error: ", 1)[-1].rsplit("] ", 1)[-1].strip()
+                return shown(reason, 160).strip("'\"")
     return ""
 
 
@@ -185,8 +191,9 @@ class OrtBackend:
             why = native_reason("".join(captured))
             raise LofiError(
                 f"{label}: ONNX Runtime gave providers {', '.join(got)} instead of "
-                f"{wanted[0]} (would run on the CPU): check the CUDA/TensorRT libraries"
-                + (f" ({why})" if why else "")
+                f"{wanted[0]} (would run on "
+                f"{'the CPU' if got[:1] == ['CPUExecutionProvider'] else ', '.join(got[:1])}): "
+                "check the CUDA/TensorRT libraries" + (f" ({why})" if why else "")
             )
         if "".join(captured).strip():  # warnings of a session that loaded: stderr, not stdout
             sys.stderr.write("".join(captured))

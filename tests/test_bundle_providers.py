@@ -4,6 +4,7 @@ onnxruntime-gpu is not installed here: a fake module stands in for it (tests onl
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -17,17 +18,31 @@ class FakeSession:
     granted: list[str] = []
     calls: list = []
 
-    def __init__(self, path, opts, providers, provider_options):
-        FakeSession.calls.append(("session", providers, provider_options))
+    def __init__(self, path, opts, providers, provider_options, **kwargs):
+        FakeSession.calls.append(("session", providers, provider_options, kwargs))
+        if FakeSession.native_block:  # what ONNX Runtime writes when a provider cannot load
+            print("*************** EP Error ***************")
+            print(f"EP Error when using {providers}\nFalling back and retrying.")
+            sys.stdout.flush()
+            os.write(1, b"native block, line 1\nline 2\n")
+            os.write(2, FakeSession.native_block)
+        if FakeSession.fails:
+            raise RuntimeError(FakeSession.fails)
+
+    native_block = b""
+    fails = ""
 
     def get_providers(self):
         return FakeSession.granted
 
     def get_inputs(self):
-        return [types.SimpleNamespace(name="features")]
+        return [types.SimpleNamespace(name="features", type="tensor(float)", shape=[1, 2])]
 
     def get_outputs(self):
-        return [types.SimpleNamespace(name="a"), types.SimpleNamespace(name="b")]
+        return [
+            types.SimpleNamespace(name="a", type="tensor(float)", shape=[1, 2]),
+            types.SimpleNamespace(name="b", type="tensor(float)", shape=[1, 2]),
+        ]
 
     def run(self, names, feeds):
         return [feeds["features"] + 1, feeds["features"] * 2]
@@ -62,6 +77,8 @@ def fake_ort(monkeypatch):
     )
     monkeypatch.setitem(sys.modules, "onnxruntime", module)
     FakeSession.calls = []
+    FakeSession.native_block = b""
+    FakeSession.fails = ""
     return available
 
 
@@ -93,7 +110,7 @@ def test_cuda_runs_with_io_binding(fake_ort, tmp_path):
 def test_tensorrt_provider_caches_engines(fake_ort, tmp_path):
     FakeSession.granted = ["TensorrtExecutionProvider", "CPUExecutionProvider"]
     OrtBackend(tmp_path / "m.onnx", "ort-trt", cache=tmp_path / "cache")
-    _, providers, options = FakeSession.calls[0]
+    _, providers, options, _ = FakeSession.calls[0]
     assert providers[0] == "TensorrtExecutionProvider"
     assert options[0]["trt_engine_cache_enable"] is True
     assert options[0]["trt_engine_cache_path"] == str(tmp_path / "cache")
@@ -106,3 +123,45 @@ def test_the_engine_cache_is_per_bundle_digest(tiny_bundle, monkeypatch, tmp_pat
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path = ort_trt_cache(tiny_bundle)
     assert path.parent == tmp_path / "lofi-tal" / "ort-trt" and len(path.name) == 16
+
+
+LIBNVINFER = (
+    b"2026-01-01 [E:onnxruntime:Default, provider_bridge_ort.cc:2251 TryGetProviderInfo_TensorRT] "
+    b"Failed to load library libonnxruntime_providers_tensorrt.so with error: libnvinfer.so.10: "
+    b"cannot open shared object file: No such file or directory\n"
+)
+
+
+def test_a_provider_that_cannot_load_is_one_line_and_stdout_stays_clean(fake_ort, tmp_path, capfd):
+    # onnxruntime-gpu 1.31's TensorRT provider with TensorRT 11 installed: the library does not
+    # load, ONNX Runtime prints blocks to stdout and stderr and runs on CUDA instead
+    FakeSession.granted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    FakeSession.native_block = LIBNVINFER
+    with pytest.raises(LofiError) as err:
+        OrtBackend(b"model", "ort-trt", cache=tmp_path / "cache", name="encoder.onnx")
+    line = str(err.value)
+    assert "\n" not in line and line.startswith("encoder.onnx: ONNX Runtime gave providers")
+    assert (
+        "instead of TensorrtExecutionProvider" in line and "libnvinfer.so.10: cannot open" in line
+    )
+    out, errs = capfd.readouterr()
+    assert out == "" and errs == ""  # nothing of ONNX Runtime's reaches stdout (JSON events)
+    assert FakeSession.calls[0][3] == {"enable_fallback": 0}  # no silent retry on other providers
+
+
+def test_a_session_that_fails_is_one_line(fake_ort, capfd):
+    FakeSession.fails = "[ONNXRuntimeError] : 1 : FAIL : CUDA failure 35\nmore\nlines"
+    FakeSession.native_block = b"native noise\n"
+    with pytest.raises(
+        LofiError, match=r"^cannot load head.onnx on device cuda: .*CUDA failure 35'?$"
+    ):
+        OrtBackend(b"model", "cuda", name="head.onnx")
+    assert capfd.readouterr().out == ""
+
+
+def test_warnings_of_a_session_that_loads_go_to_stderr(fake_ort, capfd):
+    FakeSession.granted = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    FakeSession.native_block = b"[W:onnxruntime] a warning\n"
+    OrtBackend(b"model", "cuda")
+    out, errs = capfd.readouterr()
+    assert out == "" and "a warning" in errs

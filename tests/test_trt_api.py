@@ -74,7 +74,7 @@ USED = {
     "ITimingCache": "serialize",
     "Runtime": "deserialize_cuda_engine",
     "ICudaEngine": "create_execution_context get_tensor_dtype get_tensor_mode get_tensor_name "
-    "get_tensor_profile_shape num_io_tensors",
+    "get_tensor_profile_shape get_tensor_shape num_io_tensors",
     "IExecutionContext": "execute_async_v3 get_tensor_shape set_input_shape set_tensor_address",
     "NetworkDefinitionCreationFlag": "STRONGLY_TYPED",
     "BuilderFlag": "TF32",
@@ -246,6 +246,11 @@ def fake_tensorrt(version: str, used: set, log: dict) -> Documented:
             return dtypes.UINT8 if "uint8" in t else dtypes.FLOAT
 
         get_tensor_dtype = dtype
+
+        def get_tensor_shape(self, name: str):
+            """The network's declared shape: -1 where the ONNX graph's dimension is symbolic."""
+            args = {a.name: a for a in [*self.session.get_inputs(), *self.outs]}
+            return [d if isinstance(d, int) else -1 for d in args[name].shape]
 
         def get_tensor_profile_shape(self, name: str, profile: int):
             return self.profile
