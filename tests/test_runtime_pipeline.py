@@ -88,7 +88,9 @@ def test_parallel_streams_equal_each_stream_alone(
     assert stats["encoder_batch"]["max"] == batch and stats["encoder_workers"] == workers
 
 
-def test_encoder_calls_run_at_once_and_fail_their_streams_alone(tiny_bundle, long_videos):
+def test_encoder_calls_run_at_once_and_each_stream_fails_once(tiny_bundle, long_videos):
+    # every call fails here; one stream's failure leaving the others exact is
+    # tests/test_pipeline_faults.py's
     models = BundleModels(tiny_bundle)
     encode, lock = models.encode, threading.Lock()
     running, most = [0], [0]
