@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lofi.runtime.bounds import DURATION, SCORE, TIMESTAMP, Bound
 from lofi.runtime.documents import read_json
-from lofi.runtime.errors import LofiError
+from lofi.runtime.errors import LofiError, shown
 
 RESULTS_VERSION = "VERSION 1.3"
 
@@ -61,24 +62,30 @@ def _read_json(path: str | Path, what: str) -> Any:
     return read_json(path, what)
 
 
-def _number(raw: Any, where: str, name: str) -> float:
-    """A finite number (JSON number or numeric string). NaN and infinities are refused: one of
-    them silently changes every mAP it takes part in."""
+def _number(raw: Any, where: str, name: str, bound: Bound) -> float:
+    """A finite number (JSON number or numeric string) inside its physical `bound`. NaN and
+    infinities are refused: one of them silently changes every mAP it takes part in; so is a
+    duration of 1e-300 s or a time of 1e300 s."""
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise LofiError(f"{where}: '{name}' must be a number, got {type(raw).__name__}")
     try:
         value = float(raw)
     except (ValueError, OverflowError):
-        raise LofiError(f"{where}: '{name}' must be a number, got {raw!r}") from None
+        raise LofiError(f"{where}: '{name}' must be a number, got {shown(raw)}") from None
     if not math.isfinite(value):
-        raise LofiError(f"{where}: '{name}' must be a finite number, got {raw!r}")
+        raise LofiError(f"{where}: '{name}' must be a finite number, got {shown(raw)}")
+    if not bound.holds(value):
+        raise LofiError(f"{where}: '{name}' must be {bound.expected()}, got {shown(raw)}")
     return value
 
 
 def _label(raw: Any, where: str) -> str:
-    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise LofiError(f"{where}: 'label' must be a string, got {type(raw).__name__}")
-    return str(raw)
+    """A class name; an integer (a class index) is taken as its digits, within sane length."""
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() <= 64:
+        return str(raw)
+    if not isinstance(raw, str):
+        raise LofiError(f"{where}: 'label' must be a string, got {shown(raw)}")
+    return raw
 
 
 def _segment(raw: Any, where: str, empty_ok: bool = False) -> tuple[float, float]:
@@ -86,7 +93,8 @@ def _segment(raw: Any, where: str, empty_ok: bool = False) -> tuple[float, float
     official evaluation counts as a false positive (ground truth must have a length)."""
     if not isinstance(raw, (list, tuple)) or len(raw) != 2:
         raise LofiError(f"{where}: 'segment' must be [start, end]")
-    start, end = _number(raw[0], where, "segment start"), _number(raw[1], where, "segment end")
+    start = _number(raw[0], where, "segment start", TIMESTAMP)
+    end = _number(raw[1], where, "segment end", TIMESTAMP)
     if end < start or (end == start and not empty_ok):
         raise LofiError(f"{where}: segment end {end} <= start {start}")
     return start, end
@@ -98,15 +106,13 @@ def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
     videos: dict[str, VideoInfo] = {}
     labels: list[str] = []
     for vid, entry in data["database"].items():
-        where = f"{source}: video '{vid}'"
+        where = f"{source}: video {shown(vid)}"
         if not isinstance(entry, dict):
             raise LofiError(f"{where} is not an object")
         for key in ("subset", "duration", "annotations"):
             if key not in entry:
                 raise LofiError(f"{where} has no '{key}'")
-        duration = _number(entry["duration"], where, "duration")
-        if not duration > 0:
-            raise LofiError(f"{where}: 'duration' must be positive, got {duration}")
+        duration = _number(entry["duration"], where, "duration", DURATION)
         if not isinstance(entry["annotations"], list):
             raise LofiError(f"{where}: 'annotations' must be a list")
         segments = []
@@ -160,13 +166,13 @@ def parse_results(data: Any, source: str = "results") -> list[Segment]:
     out = []
     for vid, preds in data["results"].items():
         if not isinstance(preds, list):
-            raise LofiError(f"{source}: results for '{vid}' must be a list")
+            raise LofiError(f"{source}: results for {shown(vid)} must be a list")
         for i, p in enumerate(preds):
-            here = f"{source}: video '{vid}' prediction {i}"
+            here = f"{source}: video {shown(vid)} prediction {i}"
             if not isinstance(p, dict) or not {"label", "score", "segment"} <= p.keys():
                 raise LofiError(f"{here} needs 'label', 'score' and 'segment'")
             start, end = _segment(p["segment"], here, empty_ok=True)
-            score = _number(p["score"], here, "score")
+            score = _number(p["score"], here, "score", SCORE)
             out.append(Segment(vid, _label(p["label"], here), start, end, score))
     return out
 

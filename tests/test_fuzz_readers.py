@@ -19,6 +19,7 @@ from lofi.runtime.annotations import (
     parse_ground_truth,
     parse_results,
 )
+from lofi.runtime.bounds import DURATION, SCORE, TIMESTAMP
 from lofi.runtime.bundle import Manifest
 from lofi.runtime.errors import LofiError
 from lofi.runtime.postprocess import PostConfig
@@ -37,7 +38,8 @@ ODD = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**400), max_value=10**400),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "1.5", "nan", "-inf", "1e999", "abc", "\x00"]),
+    st.sampled_from(["", "1.5", "nan", "-inf", "1e999", "abc", "\x00", "1e300", "9" * 5000]),
+    st.sampled_from([1e300, -1e300, 1e-300, 5e-324, 10**5000, -(10**30)]),
     st.text(max_size=8),
     st.lists(st.integers(), max_size=3),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
@@ -99,10 +101,11 @@ RESULTS = st.one_of(
 
 def finite_segments(segments, empty_ok: bool = False) -> bool:
     # predictions may be empty (end == start: a false positive, as the official evaluation has it)
+    # times and scores within their physical bounds (finite is a part of that)
     return all(
-        math.isfinite(s.start)
-        and math.isfinite(s.end)
-        and math.isfinite(s.score)
+        TIMESTAMP.holds(s.start)
+        and TIMESTAMP.holds(s.end)
+        and SCORE.holds(s.score)
         and (s.end > s.start or (empty_ok and s.end == s.start))
         for s in segments
     )
@@ -117,7 +120,7 @@ def test_ground_truth_parses_finite_or_refuses_in_one_line(data):
         assert "\n" not in str(exc) and str(exc).startswith("gt.json")
         return
     assert finite_segments(gt.segments())
-    assert all(math.isfinite(v.duration) and v.duration > 0 for v in gt.videos.values())
+    assert all(DURATION.holds(v.duration) for v in gt.videos.values())
     assert all(isinstance(v.subset, str) for v in gt.videos.values())
     assert all(isinstance(s.label, str) for s in gt.segments())
 
@@ -141,6 +144,11 @@ TEXT = st.one_of(
             b"\xff\xfe{}",
             b'{"database": {"v": {"subset": "validation", "duration": NaN, "annotations": []}}}',
             b'{"results": {"v": [{"label": "a", "score": Infinity, "segment": [1, 2]}]}}',
+            b'{"results": {"v": [], "v": []}}',
+            b'{"database": {"v": {"subset": "a", "duration": 1e400, "annotations": []}}}',
+            b'{"results": {"v": [{"label": "a", "score": '
+            + b"9" * 5000
+            + b', "segment": [1, 2]}]}}',
             b"[" * 5000 + b"]" * 5000,
             b"",
         ]
@@ -265,3 +273,96 @@ def test_evaluate_refuses_non_finite_predictions_from_the_api():
     )
     with pytest.raises(LofiError, match="video 'v' .* non-finite score"):
         evaluate(gt, [Segment("v", "a", 1.0, 2.0, float("nan"))], [0.5])
+
+
+# every number of an annotation or results file has a physical bound, named in the one line
+
+
+def gt_with(duration=50.0, segment=(1.0, 5.0), vid="v") -> dict:
+    return {
+        "database": {
+            vid: {
+                "subset": "validation",
+                "duration": duration,
+                "annotations": [{"segment": list(segment), "label": "a"}],
+            }
+        }
+    }
+
+
+def results_with(score=0.5, segment=(1.0, 5.0), vid="v") -> dict:
+    return {"results": {vid: [{"label": "a", "score": score, "segment": list(segment)}]}}
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (gt_with(duration=1e300), "'duration' must be a number >= 0.001 and <= 604800, got 1e+300"),
+        (
+            gt_with(duration=1e-300),
+            "'duration' must be a number >= 0.001 and <= 604800, got 1e-300",
+        ),
+        (gt_with(duration=0), "'duration' must be a number >= 0.001"),
+        (gt_with(duration=-5), "'duration' must be a number >= 0.001"),
+        (
+            gt_with(duration="1e300"),
+            "'duration' must be a number >= 0.001 and <= 604800, got '1e300'",
+        ),
+        (gt_with(segment=(1, 1e300)), "'segment end' must be a number >= -604800 and <= 604800"),
+        (gt_with(segment=(-1e300, 1)), "'segment start' must be a number >= -604800"),
+        (gt_with(duration=10**5000), "'duration' must be a number, got <integer of about 5000"),
+        (results_with(score=1e300), "'score' must be a number >= -1000000 and <= 1000000"),
+        (results_with(segment=(0, 10**400)), "'segment end' must be a number"),
+    ],
+)
+def test_numbers_out_of_bounds_are_one_line(data, expected):
+    parse = parse_ground_truth if "database" in data else parse_results
+    with pytest.raises(LofiError) as err:
+        parse(data, "f.json")
+    assert str(err.value).startswith("f.json: video 'v'") and "\n" not in str(err.value)
+    assert expected in str(err.value), str(err.value)
+
+
+def test_values_at_the_bounds_are_read():
+    gt = parse_ground_truth(gt_with(duration=604800, segment=(-604800, 604800)))
+    assert gt.videos["v"].duration == 604800 and gt.segments()[0].start == -604800
+    assert parse_ground_truth(gt_with(duration=0.001)).videos["v"].duration == 0.001
+    assert parse_results(results_with(score=-1e6))[0].score == -1e6
+    assert parse_results(results_with(score=1e6))[0].score == 1e6
+
+
+def test_offending_values_and_ids_are_shown_short_and_escaped():
+    vid = "\x1b[2J" + "x" * 10_000
+    with pytest.raises(LofiError) as err:
+        parse_results(results_with(score="\x1b[31m" * 1000, vid=vid), "r.json")
+    line = str(err.value)
+    assert "\x1b" not in line and len(line) < 300 and line.startswith("r.json: video '\\x1b[2J")
+    with pytest.raises(LofiError) as err:
+        parse_ground_truth(gt_with(vid=vid, duration=-1), "g.json")
+    assert "\x1b" not in str(err.value) and len(str(err.value)) < 300
+    with pytest.raises(LofiError) as err:
+        parse_results({"results": {"v": [{"label": 10**5000, "score": 1, "segment": [1, 2]}]}})
+    assert "'label' must be a string, got <integer of about 5000 digits>" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"database": {"v": {}, "v": {}}}', "key 'v' is given twice"),
+        (
+            '{"database": {"v": {"subset": "a", "duration": 5, "duration": 9, "annotations": []}}}',
+            "key 'duration' is given twice",
+        ),
+        ('{"database": {"v": {"subset": "a", "duration": ' + "9" * 5000 + "}}}", "5000 digits"),
+        ("[" * 100 + "]" * 100, "nested too deeply"),
+    ],
+)
+@pytest.mark.parametrize("reader", [load_ground_truth, load_results])
+def test_files_go_through_the_one_json_reader(tmp_path, text, expected, reader):
+    # annotations and results read through runtime/documents.py: a key given twice, an integer
+    # of thousands of digits, deep nesting are one line naming the file, not the last key winning
+    path = tmp_path / "f.json"
+    path.write_text(text)
+    with pytest.raises(LofiError) as err:
+        reader(path)
+    assert str(path) in str(err.value) and expected in str(err.value)
