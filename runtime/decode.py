@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import queue
 import re
+import select
+import stat
 import threading
 import time
 import warnings
@@ -18,12 +22,22 @@ from av.codec.hwaccel import HWAccel, hwdevices_available
 from av.video.reformatter import VideoReformatter
 from lofi.runtime import nvcodec
 from lofi.runtime.errors import LofiError
+from lofi.runtime.timeline import (
+    Shown,
+    Timeline,
+    announced_seconds,
+    frame_seconds,
+    header_problem,
+)
 
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 READ_TIMEOUT = 10.0  # seconds without data before a source counts as stalled
 
 
 MAX_CORRUPT_RUN = 250  # undecodable packets in a row before a source counts as broken
+# a source that is not a regular file (a URL, camera, FIFO, device) is cut short after this many
+# read timeouts without a decoded frame, however many bytes it sends
+NO_FRAME_TIMEOUTS = 3
 
 
 def _mp4_index_missing(path: Path) -> bool:
@@ -70,6 +84,35 @@ def _hwaccel(decode: str) -> HWAccel | None:
     return HWAccel("cuda", allow_software_fallback=False)
 
 
+def stream_file(path: Path) -> bool:
+    """A FIFO or character device given as a file: it may never end, and opening a FIFO with no
+    writer blocks in the kernel where FFmpeg's timeouts cannot reach."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _open_stream_file(path: Path, opening: float) -> int:
+    """A descriptor of a FIFO or device opened without blocking, once it has data (or its writer
+    has come and gone) within `opening` seconds. It stays non-blocking, so FFmpeg's reads of it
+    (`pipe:FD`) wait in FFmpeg's retry loop, which honours the read timeout."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise LofiError(f"cannot open video {path}: {exc.strerror}") from None
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    if not poller.poll(opening * 1000):
+        os.close(fd)
+        raise LofiError(
+            f"cannot open video {path}: no data within {opening:g} s (a FIFO or device: "
+            "nothing is writing to it)"
+        )
+    return fd
+
+
 def _opens(source: str, fmt: str | None, options: dict, timeout: tuple[float, float]) -> bool:
     """Whether the source opens with CPU decoding (so a failure with NVDEC was NVDEC's)."""
     try:
@@ -84,8 +127,10 @@ def _open(
     timeout: float = READ_TIMEOUT,
     open_timeout: float | None = None,
     decode: str = "cpu",
-) -> av.container.InputContainer:
-    """A file path, a URL FFmpeg can open, or a camera (/dev/videoN or camera:N)."""
+) -> tuple[av.container.InputContainer, int | None]:
+    """A file path, a URL FFmpeg can open, a camera (/dev/videoN or camera:N), or a FIFO or
+    device given as a file (read through FFmpeg's `pipe:FD`, whose descriptor is returned too:
+    the caller closes it after the container)."""
     options: dict = {}
     fmt = None
     cam = re.fullmatch(r"camera:(\d+)", source)
@@ -104,13 +149,20 @@ def _open(
             raise LofiError(f"video file is empty: {source}")
     opening = open_timeout if open_timeout is not None else timeout
     hwaccel = _hwaccel(decode)
+    fd = None
+    name = source
+    if path is not None and stream_file(path):
+        fd = _open_stream_file(path, opening)
+        name = f"pipe:{fd}"
     t0 = time.monotonic()
     try:
-        return av.open(
-            source, format=fmt, options=options, timeout=(opening, timeout), hwaccel=hwaccel
+        container = av.open(
+            name, format=fmt, options=options, timeout=(opening, timeout), hwaccel=hwaccel
         )
     except av.FFmpegError as exc:
-        if hwaccel is not None and _opens(source, fmt, options, (opening, timeout)):
+        if fd is not None:
+            os.close(fd)
+        if hwaccel is not None and fd is None and _opens(source, fmt, options, (opening, timeout)):
             raise LofiError(
                 f"--decode nvdec: FFmpeg could not create a CUDA device ({exc.strerror}): "
                 "it needs an NVIDIA GPU and driver; use --decode cpu"
@@ -126,6 +178,19 @@ def _open(
                 "faststart, survives truncation)"
             ) from None
         raise LofiError(f"cannot open video {source}: {exc}") from None
+    return container, fd
+
+
+def _fingerprint(frame: object) -> bytes | None:
+    """A key frame's decoded pixels as a digest (the same bytes decode to the same pixels), to
+    recognise one a reconnected source sends again; None for other frames."""
+    if not isinstance(frame, av.VideoFrame) or not frame.key_frame:
+        return None
+    try:
+        pixels = frame.to_ndarray()  # without the planes' row padding, which is not pixels
+    except ValueError:  # a pixel format PyAV does not convert: no replay is recognised
+        return None
+    return hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
 
 
 class _NoFrames(LofiError):
@@ -165,11 +230,18 @@ class VideoReader:
     Faults, each told apart so callers can report it:
     - a corrupt packet is skipped and counted in `corrupt`; the frame before it stays on screen
       until the next good one, so time stays aligned;
+    - a frame the decoder repaired by error concealment (FFmpeg marks it corrupt, raises
+      nothing) is kept and counted in `concealed`;
+    - timestamps that jump beyond `timeline.MAX_GAP`, go backwards or restart are
+      discontinuities (`timeline.Timeline`): nothing is filled across them, they are counted;
     - a file that ends before its header says, or whose container cannot be read past some
       point (a truncated faststart MP4, MKV, MPEG-TS), ends with `truncated` set to the reason:
       everything readable is kept;
-    - a source that stalls (no data for `timeout` seconds), a live source whose read fails, or
-      `MAX_CORRUPT_RUN` undecodable packets in a row end with `cut_short` set to the reason.
+    - a source that stalls (no data for `timeout` seconds), a live source whose read fails,
+      `MAX_CORRUPT_RUN` undecodable packets in a row, or a source that is not a regular file
+      sending data but no decodable frame for `NO_FRAME_TIMEOUTS` timeouts end with
+      `cut_short` set to the reason.
+    `damage` lists what is wrong besides truncation and corrupt packets, one clause each.
 
     `decode`: `cpu`, `nvdec` or `auto` (files through PyNvVideoCodec when it is installed, else
     the CPU). Before a stream goes to NVDEC its codec, profile and pixel format are checked
@@ -181,7 +253,9 @@ class VideoReader:
     the calling thread only, which leaves the other cores to inference). `keep(n)`: whether
     output frame n is needed; frames it rejects are yielded as None without being converted,
     except the last (snippets that run past a video's end repeat it), so one frame is held back
-    until the next is known."""
+    until the next is known. `shown`: what the connections to this live source have shown so
+    far (`timeline.Shown`, kept by `sources.ReconnectingReader`): a reconnection that replays
+    it has those frames dropped."""
 
     def __init__(
         self,
@@ -193,6 +267,7 @@ class VideoReader:
         decode: str = "cpu",
         threads: int = 0,
         keep: Callable[[int], bool] | None = None,
+        shown: Shown | None = None,
     ):
         self.source = str(source)
         self.decode = decode
@@ -202,23 +277,51 @@ class VideoReader:
         self.size = size
         self.timeout = float(timeout)
         self.open_timeout = open_timeout
+        self.shown = shown
         self.frames_out = 0
         self.ended = False
+        self.fallback: str | None = None  # why `auto` decoded this source on the CPU
+        self._reformatter = VideoReformatter()
+        self.announced = 0.0  # seconds the header announces (0: not said, e.g. a live source)
+        local = not _URL.match(self.source) and not re.match(
+            r"^(camera:\d+|/dev/video)", self.source
+        )
+        self.is_file = local and not stream_file(Path(self.source))
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fault records of one pass (`auto` starts over on the CPU after NVDEC gave nothing)."""
         self.cut_short: str | None = None
         self.truncated: str | None = None
         self.corrupt = 0
-        self.fallback: str | None = None  # why `auto` decoded this source on the CPU
+        self.concealed = 0
+        self.notes: list[str] = []  # header numbers not believed
+        self.timeline = Timeline()
         self._fed = 0  # packets with data handed to the decoder
-        self._reformatter = VideoReformatter()
-        self.announced = 0.0  # seconds the header announces (0: not said, e.g. a live source)
-        self.is_file = not _URL.match(self.source) and not re.match(
-            r"^(camera:\d+|/dev/video)", self.source
-        )
 
     @property
     def duration(self) -> float:
         """Seconds decoded so far (the whole video once iteration has finished)."""
         return self.frames_out / self.fps
+
+    @property
+    def replayed(self) -> int:
+        """Frames dropped because an earlier connection had already shown them."""
+        return self.timeline.replayed
+
+    @property
+    def damage(self) -> list[str]:
+        """What is wrong with the source besides `truncated` and `corrupt`, one clause each."""
+        out = list(self.notes)
+        if self.concealed:
+            out.append(
+                f"{self.concealed} frame(s) decoded with errors the decoder concealed "
+                "(damaged data shown as repaired pixels)"
+            )
+        jumps = self.timeline.describe()
+        if jumps:
+            out.append(jumps)
+        return out
 
     def _convert(self, frame: av.VideoFrame | np.ndarray) -> np.ndarray:
         """RGB at the reader's size by FFmpeg's scaler. One reformatter per reader keeps one
@@ -234,11 +337,29 @@ class VideoReader:
         self, container: av.container.InputContainer, stream: av.VideoStream
     ) -> Iterator[av.VideoFrame]:
         """Decoded frames; corrupt packets skipped and counted, read errors turned into
-        `truncated` (files) or `cut_short` (live sources) once a frame has been seen."""
+        `truncated` (files) or `cut_short` (live sources) once a frame has been seen. A source
+        that is not a regular file is demuxed whole (its other streams' packets also arrive
+        without a frame) and cut short when `NO_FRAME_TIMEOUTS` timeouts pass without a frame:
+        data that keeps coming resets the read timeout, not this clock."""
         run = 0
         seen = False
+        limit = NO_FRAME_TIMEOUTS * self.timeout
+        waited = (0, 0)  # packets and bytes since the last frame
+        clock = time.monotonic()
         try:
-            for packet in container.demux(stream):
+            for packet in container.demux() if not self.is_file else container.demux(stream):
+                waited = (waited[0] + 1, waited[1] + packet.size)
+                if not self.is_file and time.monotonic() - clock > limit:
+                    reason = (
+                        f"no decodable frame for {limit:g} s while data kept coming "
+                        f"({waited[0]} packets, {waited[1]} bytes)"
+                    )
+                    if not seen:
+                        raise LofiError(f"{self.source}: {reason}")
+                    self.cut_short = reason
+                    return
+                if packet.stream.index != stream.index:
+                    continue
                 self._fed += packet.size > 0
                 try:
                     frames = packet.decode()
@@ -255,6 +376,7 @@ class VideoReader:
                 for frame in frames:
                     seen = True
                     yield frame
+                    waited, clock = (0, 0), time.monotonic()  # the consumer's time is not ours
         except av.ExitError:
             if not seen:
                 raise LofiError(f"{self.source}: no video data within {self.timeout:g} s") from None
@@ -272,13 +394,13 @@ class VideoReader:
         self, container: av.container.InputContainer, stream: av.VideoStream
     ) -> Iterator[tuple[float, float, av.VideoFrame]]:
         """(seconds, duration, frame) from PyAV's decoder (CPU, or FFmpeg's CUDA hwaccel)."""
+        rate = float(stream.average_rate) if stream.average_rate else None
         for frame in self._packets(container, stream):
             if frame.time is None:
                 continue
-            dur = float(frame.duration * stream.time_base) if frame.duration else 0.0
-            if dur <= 0 and stream.average_rate:
-                dur = 1.0 / float(stream.average_rate)
-            yield frame.time, dur, frame
+            self.concealed += frame.is_corrupt
+            own = float(frame.duration * stream.time_base) if frame.duration else None
+            yield frame.time, frame_seconds(own, rate), frame
 
     def _nv_frames(self, nvc: ModuleType) -> Iterator[tuple[float, float, np.ndarray]]:
         """(seconds, duration, RGB frame) from PyNvVideoCodec's NVDEC decoder."""
@@ -291,8 +413,10 @@ class VideoReader:
                 return True
             return False
 
+        seconds = frame_seconds(None, source.rate)
         for t, rgb in source.frames(broken):
-            yield t, source.frame_seconds, rgb
+            self._fed = source.packets
+            yield t, seconds, rgb
         self._fed = source.packets
 
     def __iter__(self) -> Iterator[np.ndarray | None]:
@@ -312,17 +436,37 @@ class VideoReader:
                 self.fallback = f"{exc}; decoded on the CPU instead"
                 key = ("nothing", exc.fmt) if isinstance(exc, _NvdecGaveNothing) else "no decoder"
                 _tell_once(key, f"--decode auto: {self.fallback}")
-                self.corrupt, self.cut_short, self.truncated = 0, None, None
+                self._reset()
                 yield from self._decode(None, False)
         finally:
             self.ended = True
+
+    def _read_header(self, container: av.container.InputContainer, stream: av.VideoStream):
+        """The numbers the header gives, each within physical bounds: a size or time base no
+        decoder could use is refused in one line, an announced duration that is not believed
+        is noted and set to 0 (nothing depends on it but the truncation check)."""
+        ctx = stream.codec_context
+        tb = float(stream.time_base) if stream.time_base else None
+        problem = header_problem(ctx.width, ctx.height, tb)
+        if problem:
+            raise LofiError(f"{self.source}: the video stream's header gives a {problem}")
+        if self.is_file:
+            self.announced, note = announced_seconds(_header_duration(container, stream))
+            if note:
+                self.notes.append(note)
+        if self.shown is not None and self.shown.last is not None:
+            return Timeline(None, self.shown)  # a reconnect: its first frame starts its timeline
+        origin = None
+        if stream.start_time is not None:
+            origin = float(stream.start_time * stream.time_base)
+        return Timeline(origin, self.shown)
 
     def _decode(self, nvc: ModuleType | None, nvdec: bool) -> Iterator[np.ndarray | None]:
         """One pass over the source: with PyNvVideoCodec (`nvc`), FFmpeg's CUDA hwaccel (`nvdec`
         without `nvc`) or the CPU."""
         hwaccel = nvdec and nvc is None
         self._fed = 0
-        container = _open(
+        container, fd = _open(
             self.source, self.timeout, self.open_timeout, "nvdec" if hwaccel else "cpu"
         )
         try:
@@ -334,10 +478,7 @@ class VideoReader:
             else:
                 stream.thread_type = "AUTO"
                 stream.thread_count = self.threads
-            self.announced = _header_duration(container, stream) if self.is_file else 0.0
-            origin = None
-            if stream.start_time is not None and stream.time_base is not None:
-                origin = float(stream.start_time * stream.time_base)
+            self.timeline = self._read_header(container, stream)
             fmt = nvcodec.stream_format(stream.codec_context) if nvdec else None
             why = nvcodec.unsupported(fmt) if fmt else None
             if why and self.decode == "nvdec":
@@ -358,7 +499,7 @@ class VideoReader:
             else:
                 timed = self._pyav_frames(container, stream)
             try:
-                yield from self._converted(self._sample(timed, origin))
+                yield from self._converted(self._sample(timed))
             except _NoFrames:
                 if not nvdec or not (listed or self._fed):
                     raise
@@ -370,29 +511,40 @@ class VideoReader:
                 ) from None
         finally:
             container.close()
+            if fd is not None:
+                os.close(fd)
 
-    def _sample(self, timed: Iterable[tuple[float, float, object]], origin: float | None):
-        """The decoded frame (unconverted) on screen at each n/fps seconds after `origin`."""
+    def _sample(self, timed: Iterable[tuple[float, float, object]]):
+        """The decoded frame (unconverted) on screen at each n/fps seconds, frames placed by
+        the timeline rule (`self.timeline`): a frame held over a gap no longer than
+        `timeline.MAX_GAP` (plus the time of packets skipped as corrupt) is repeated, nothing
+        is repeated across a longer one, and replays after a reconnect are dropped."""
         step = Fraction(1) / Fraction(self.fps).limit_denominator(1_000_000)
+        line = self.timeline
         prev = None
-        prev_end = 0.0
+        fed = 0  # packets fed up to the previous frame
         for time_, dur, frame in timed:
-            if origin is None:
-                origin = time_
-            t = time_ - origin
+            t = line.place(
+                time_, dur, max(self._fed - fed - 1, 0) * dur, lambda f=frame: _fingerprint(f)
+            )
+            fed = self._fed
+            if t is None:
+                continue
             while prev is not None and float(self.frames_out * step) < t:
                 self.frames_out += 1
                 yield prev
             prev = frame
-            prev_end = t + dur
         if prev is None:
+            if line.replayed:
+                return  # the whole connection replayed what was already shown
             raise _NoFrames(f"no decodable video frames in {self.source}")
-        while float(self.frames_out * step) < prev_end - 1e-9 or self.frames_out == 0:
+        while float(self.frames_out * step) < line.end - 1e-9 or self.frames_out == 0:
             self.frames_out += 1
             yield prev
-        said = self.announced
-        if self.is_file and not self.truncated and said - prev_end > 0.5 + 2 / self.fps:
-            self.truncated = f"ends at {prev_end:.1f} s of the {said:.1f} s announced"
+        # after a discontinuity the header's duration counts on a clock that jumped
+        said, broken = self.announced, self.truncated or line.jumps
+        if self.is_file and not broken and said - line.end > 0.5 + 2 / self.fps:
+            self.truncated = f"ends at {line.end:.1f} s of the {said:.1f} s announced"
 
     def _converted(self, shown: Iterator[object]) -> Iterator[np.ndarray | None]:
         """RGB frames, each decoded frame converted once however many instants show it; with
@@ -421,13 +573,15 @@ class VideoReader:
 
 def read_video(source: str | Path, fps: float, size: tuple[int, int] | None = None) -> np.ndarray:
     """All frames of a video as (T, H, W, 3) uint8. A video that cannot be decoded whole (cut
-    short, truncated, corrupt packets) is an error here: a partial video passed off as whole would
-    be silently wrong."""
+    short, truncated, corrupt packets, concealed errors, timestamp discontinuities) is an error
+    here: a damaged video passed off as whole would be silently wrong."""
     reader = VideoReader(source, fps, size)
     frames = np.stack(list(reader))
     problem = reader.cut_short or reader.truncated
     if not problem and reader.corrupt:
         problem = f"{reader.corrupt} corrupt packet(s)"
+    if not problem and reader.damage:
+        problem = "; ".join(reader.damage)
     if problem:
         raise LofiError(f"{source}: {problem} after {reader.duration:.1f} s")
     return frames

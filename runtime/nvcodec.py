@@ -132,7 +132,7 @@ class NvFrames:
         except Exception as exc:
             raise NoDecoder(f"PyNvVideoCodec could not create an NVDEC decoder ({exc})") from None
         self.time_base = Fraction(self.demuxer.GetTimebaseNum(), self.demuxer.GetTimebaseDen())
-        self.frame_seconds = 1.0 / float(self.demuxer.FrameRate() or 25.0)
+        self.rate = float(self.demuxer.FrameRate() or 0) or None  # frames/s; None: not said
 
     def frames(self, on_corrupt=lambda run: False) -> Iterator[tuple[float, np.ndarray]]:
         run = 0

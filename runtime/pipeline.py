@@ -333,6 +333,8 @@ class Pipeline:
         fields: dict = {"seconds": round(seconds, 3), "events": st.events}
         if r.corrupt:
             fields["corrupt_packets"] = r.corrupt
+        if r.concealed:
+            fields["concealed_frames"] = r.concealed
         if isinstance(r, ReconnectingReader):
             fields.update(reconnects=r.reconnects, gaps=r.gaps)
         rec.update(fields)
@@ -342,10 +344,11 @@ class Pipeline:
                 f"{st.source}: cut short after {seconds:.1f} s ({r.cut_short}); "
                 "its events up to there are kept"
             )
-        elif rec["status"] == "ok" and (r.truncated or r.corrupt):
+        elif rec["status"] == "ok" and (r.truncated or r.corrupt or r.damage):
             parts = [f"truncated: {r.truncated}"] if r.truncated else []
             if r.corrupt:
                 parts.append(f"{r.corrupt} corrupt packet(s) skipped")
+            parts += r.damage
             rec.update(status="damaged", reason="; ".join(parts))
             self.warn(f"{st.source}: {rec['reason']}; the events of its readable parts are kept")
         for gap in getattr(r, "gaps", []):

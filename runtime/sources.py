@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from lofi.runtime.decode import READ_TIMEOUT, VideoReader
 from lofi.runtime.errors import LofiError
+from lofi.runtime.timeline import Jump, Shown
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg"}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -73,7 +74,9 @@ class ReconnectingReader:
     the source is reopened after a backoff (0.5 s doubling up to `max_backoff`), up to
     `reconnect` tries per drop; each gap is recorded in `gaps` (where in the stream, how long in
     wall-clock seconds, why). Frames keep counting across a gap, so stream time is the time of
-    frames received. A source that cannot be opened at first fails at once (no retry): an
+    frames received. A reopened source that sends again what it already sent (HLS reopens a few
+    segments back, a server restarts its file) has those frames dropped (`timeline.Shown`): no
+    frame is shown twice, the timeline never goes back; the gap says how many. A source that cannot be opened at first fails at once (no retry): an
     unreachable source is an error within the open timeout."""
 
     def __init__(
@@ -96,6 +99,9 @@ class ReconnectingReader:
         self.cancel = cancel or threading.Event()
         self.frames_out = 0
         self.corrupt = 0
+        self.concealed = 0
+        self.first_jump: Jump | None = None  # of the discontinuities within connections
+        self.jump_count = 0
         self.reconnects = 0
         self.gaps: list[dict] = []
         self.cut_short: str | None = None
@@ -104,6 +110,7 @@ class ReconnectingReader:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         tries, drop = 0, None  # drop: (wall time, stream seconds, reason) of the open gap
+        shown = Shown()  # what the connections have shown, to tell a replay
         while True:
             reader = VideoReader(
                 self.source,
@@ -113,12 +120,13 @@ class ReconnectingReader:
                 self.open_timeout,
                 self.decode,
                 self.threads,
+                shown=shown,
             )
             reason = None
             try:
                 for frame in reader:
                     if drop is not None:
-                        self._record_gap(drop, tries)
+                        self._record_gap(drop, tries, reader.replayed)
                         tries, drop = 0, None
                     self.frames_out += 1
                     yield frame
@@ -129,6 +137,10 @@ class ReconnectingReader:
                 reason = str(exc)
             finally:
                 self.corrupt += reader.corrupt
+                self.concealed += reader.concealed
+                self.jump_count += len(reader.timeline.jumps)
+                if self.first_jump is None and reader.timeline.jumps:
+                    self.first_jump = reader.timeline.jumps[0]
             if reason is None:
                 return  # the source ended cleanly
             if drop is None:
@@ -144,12 +156,34 @@ class ReconnectingReader:
             tries += 1
             self.reconnects += 1
 
-    def _record_gap(self, drop: tuple[float, float, str], tries: int) -> None:
+    @property
+    def damage(self) -> list[str]:
+        """What was wrong within the connections (as `VideoReader.damage`), one clause each."""
+        out = []
+        if self.concealed:
+            out.append(
+                f"{self.concealed} frame(s) decoded with errors the decoder concealed "
+                "(damaged data shown as repaired pixels)"
+            )
+        first = self.first_jump
+        if first is not None:
+            out.append(
+                f"timestamps jump {self.jump_count} time(s) (first at {first.at:.1f} s of a "
+                f"connection: from {first.before:.1f} s to {first.after:.1f} s); the timeline "
+                "goes on without filling the gap"
+            )
+        return out
+
+    def _record_gap(self, drop: tuple[float, float, str], tries: int, replayed: int) -> None:
+        reason = drop[2]
+        if replayed:
+            reason += f"; {replayed} frame(s) it sent again dropped"
         self.gaps.append(
             {
                 "at": round(drop[1], 3),
                 "seconds": round(time.monotonic() - drop[0], 3),
-                "reason": drop[2],
+                "reason": reason,
                 "reopen_tries": tries,
+                "replayed_frames": replayed,
             }
         )
