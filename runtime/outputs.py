@@ -130,8 +130,7 @@ def write_output(path: PathLike, what: str, write: Callable[[Path], None]) -> No
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-        created = False
+        os.replace(tmp, path)  # tmp is gone then: the unlink below finds nothing
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise LofiError(f"cannot write {what} {named(path)}: {reason}") from None

@@ -83,10 +83,10 @@ def test_a_read_only_folder_is_refused(tmp_path, monkeypatch):
             check_outputs({"--json": ro / "x.json"})
         ro.chmod(0o755)
     asked = []
-    monkeypatch.setattr(outputs.os, "access", lambda p, mode: asked.append(Path(p)) or False)
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: asked.append((Path(p), mode)))
     with pytest.raises(LofiError, match=r"--json '.*x.json': the folder '.*ro' is not writable"):
         check_outputs({"--json": ro / "new" / "x.json"})
-    assert asked == [ro]
+    assert asked == [(ro, os.W_OK | os.X_OK)]  # files made in it, and it entered
 
 
 def test_output_folder_holding_an_input_is_refused(tmp_path):
@@ -99,7 +99,7 @@ def test_output_folder_holding_an_input_is_refused(tmp_path):
 
 
 def test_written_whole_with_the_usual_permissions(tmp_path):
-    path = tmp_path / "new" / "r.json"
+    path = tmp_path / "new" / "deeper" / "r.json"
     write_json(path, "results", {"a": [1, 2]})
     assert path.read_text() == '{\n "a": [\n  1,\n  2\n ]\n}'
     umask = os.umask(0)
@@ -149,3 +149,12 @@ def test_each_output_is_written_on_its_own(tmp_path, capsys):
     assert not (tmp_path / "s.json").exists()
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: cannot write stats '{tmp_path / 's.json'}': Read-only file system"]
+
+
+def test_paths_are_quoted_whole_unless_absurdly_long():
+    from lofi.runtime.outputs import PATH_CHARS, named
+
+    whole = "p" * (PATH_CHARS - 2)  # its repr, quotes included, is exactly PATH_CHARS long
+    assert named(whole) == repr(whole)
+    assert named(whole + "p").endswith(f"... ({PATH_CHARS + 1} characters)")
+    assert named("a\x1bb") == "'a\\x1bb'"
