@@ -3,6 +3,7 @@ TensorRT execution provider) and serialized TensorRT engines run with cuda-pytho
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import os
@@ -90,6 +91,8 @@ def native_reason(text: str) -> str:
     return ""
 
 
+# the install profile (pyproject extra) whose versions load each device together
+EXTRAS = {"cpu": "cpu", "cuda": "gpu", "ort-trt": "ort-trt", "trt": "gpu"}
 # the providers each ONNX Runtime device asks for, the first being the one it must really get
 ORT_PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
@@ -113,6 +116,21 @@ def _provider_options(device: str, cache: Path | None) -> list[dict[str, Any]]:
             "trt_timing_cache_path": str(cache),
         }
     return opts
+
+
+def _preload_gpu_libraries(ort: Any, device: str) -> None:
+    """Best effort, before a GPU session: the CUDA and cuDNN libraries of the nvidia-* wheels
+    the gpu/ort-trt extras install (onnxruntime >= 1.21's preload_dlls; the CUDA provider
+    would not find them in site-packages by itself), and for ort-trt TensorRT's own libraries
+    (importing the tensorrt package loads libnvinfer from its wheel). A library that is still
+    missing makes the provider fail to load, which is then refused in one line."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        with contextlib.suppress(Exception):
+            preload(directory="")
+    if device == "ort-trt":
+        with contextlib.suppress(Exception):
+            import tensorrt  # noqa: F401
 
 
 class OrtBackend:
@@ -153,7 +171,8 @@ class OrtBackend:
         if wanted[0] not in ort.get_available_providers():
             raise LofiError(
                 f"device {device} needs onnxruntime-gpu with {wanted[0]} "
-                f"(this onnxruntime has {', '.join(ort.get_available_providers())})"
+                f"(this onnxruntime has {', '.join(ort.get_available_providers())}): "
+                f"pip install 'lofi-tal[{EXTRAS[device]}]'"
             )
         opts = ort.SessionOptions()
         if threads:
@@ -166,14 +185,18 @@ class OrtBackend:
                 config(key, "1" if spin else "0")
         # kept for the session's life: ONNX Runtime may use these buffers in place
         self._external = [np.frombuffer(data, np.uint8) for data in (external or {}).values()]
-        if external:
+        if external and hasattr(opts, "add_external_initializers_from_files_in_memory"):
             opts.add_external_initializers_from_files_in_memory(
                 list(external), self._external, [len(b) for b in self._external]
             )
         source = str(model) if isinstance(model, Path) else model
+        if external and not hasattr(opts, "add_external_initializers_from_files_in_memory"):
+            raise LofiError(f"{label} has external data: this needs onnxruntime >= 1.20")
         captured: list[str] = []
         try:
             with native_output_captured() as captured:
+                if device != "cpu":
+                    _preload_gpu_libraries(ort, device)
                 self.session = ort.InferenceSession(
                     source,
                     opts,
@@ -189,11 +212,12 @@ class OrtBackend:
         got = self.session.get_providers()
         if not got or got[0] != wanted[0]:
             why = native_reason("".join(captured))
+            runs_on = "the CPU" if got[:1] == ["CPUExecutionProvider"] else ", ".join(got[:1])
             raise LofiError(
                 f"{label}: ONNX Runtime gave providers {', '.join(got)} instead of "
-                f"{wanted[0]} (would run on "
-                f"{'the CPU' if got[:1] == ['CPUExecutionProvider'] else ', '.join(got[:1])}): "
-                "check the CUDA/TensorRT libraries" + (f" ({why})" if why else "")
+                f"{wanted[0]} (would run on {runs_on}): check the CUDA/TensorRT libraries"
+                + (f" ({why})" if why else "")
+                + f"; the {device} device loads with pip install 'lofi-tal[{EXTRAS[device]}]'"
             )
         if "".join(captured).strip():  # warnings of a session that loaded: stderr, not stdout
             sys.stderr.write("".join(captured))
@@ -287,7 +311,8 @@ class TrtBackend:
             cudart = _cudart()
         except ImportError:
             raise LofiError(
-                "device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]'"
+                "device trt needs tensorrt and cuda-python: pip install 'lofi-tal[gpu]' "
+                "(TensorRT 11) or 'lofi-tal[ort-trt]' (TensorRT 10)"
             ) from None
         self.trt, self.cudart = trt, cudart
         self.plan = name or (plan.name if isinstance(plan, Path) else "engine")

@@ -165,3 +165,66 @@ def test_warnings_of_a_session_that_loads_go_to_stderr(fake_ort, capfd):
     OrtBackend(b"model", "cuda")
     out, errs = capfd.readouterr()
     assert out == "" and "a warning" in errs
+
+
+FAKE_TRT_PROVIDER = """
+import os, sys
+import onnxruntime as ort
+
+real = ort.InferenceSession
+
+
+class Session(real):
+    # onnxruntime-gpu whose TensorRT provider cannot load: its blocks on stdout and stderr,
+    # then a session on the next provider
+    def __init__(self, model, opts=None, providers=None, provider_options=None, **kwargs):
+        if providers and providers[0] == "TensorrtExecutionProvider":
+            print("*************** EP Error ***************")
+            print(f"EP Error when using {providers}")
+            sys.stdout.flush()
+            os.write(1, b"native block, line 1\\nline 2\\n")
+            os.write(2, LIBNVINFER)
+        super().__init__(model, opts, providers=["CPUExecutionProvider"], **kwargs)
+
+
+ort.InferenceSession = Session
+ort.get_available_providers = lambda: [
+    "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+]
+from lofi.runtime.cli import stream_cli
+
+sys.argv = ["lofi-stream", *sys.argv[1:]]
+stream_cli()
+"""
+
+
+def test_lofi_stream_stdout_stays_clean_when_a_provider_cannot_load(
+    tiny_bundle, tiny_synth, tmp_path
+):
+    import subprocess
+
+    video = tiny_synth / "videos" / "synth_val_0000.mp4"
+    code = f"LIBNVINFER = {LIBNVINFER!r}\n{FAKE_TRT_PROVIDER}"
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(video),
+            "--bundle",
+            str(tiny_bundle),
+            "--device",
+            "ort-trt",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)},
+    )
+    assert p.returncode == 1 and p.stdout == "", p.stdout  # stdout carries only JSON events
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: encoder.onnx: ONNX Runtime gave"), (
+        p.stderr
+    )
+    assert "libnvinfer.so.10: cannot open shared object file" in lines[0]
+    assert "pip install 'lofi-tal[ort-trt]'" in lines[0]
