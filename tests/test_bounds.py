@@ -13,12 +13,19 @@ from click.testing import CliRunner
 from lofi.export.cli import main as export_cli
 from lofi.export.demo import main as demo_cli
 from lofi.runtime.bounds import (
+    COUNT,
     DURATION,
     FPS,
+    FRACTION,
     FRAME_SIDE,
     MAX_NUMBER_CHARS,
+    PLANNED,
+    QUALITY,
+    SCORE,
     SEED,
     TIMEOUT,
+    TIMESTAMP,
+    WORKERS,
     Bound,
     Number,
     Pair,
@@ -252,3 +259,44 @@ def test_check_and_wording():
     with pytest.raises(LofiError) as err:
         Bound(0, 10).check("\x1b[2J" * 100, "w")
     assert "\x1b" not in str(err.value) and len(str(err.value)) < 150
+
+
+def test_number_and_pair_types_convert():
+    # without a command line: what an option of each type hands its command
+    fps = click.Option(["--fps"], type=Number(FPS))
+    assert Number(FPS).convert("8", fps, None) == 8.0 and isinstance(
+        Number(FPS).convert("8", fps, None), float
+    )
+    assert Number(SEED).convert("7", None, None) == 7
+    assert Number(SEED).convert(7, None, None) == 7  # a default arrives as a number
+    with pytest.raises(click.UsageError) as err:
+        Number(FPS).convert("0", fps, None)
+    assert err.value.format_message() == "--fps = '0': expected a number >= 0.01 and <= 1000"
+    with pytest.raises(click.UsageError, match="^value = 'x'"):
+        Number(FPS).convert("x", None, None)
+    size = Pair("x", FRAME_SIDE, "HEIGHTxWIDTH")
+    assert size.convert("64x48", None, None) == "64x48"
+    for bad in ("64x", "64x48x2", "0x48", "64x16385", "64.5x48", "x"):
+        with pytest.raises(click.UsageError, match="expected HEIGHTxWIDTH, each an integer >= 1"):
+            size.convert(bad, None, None)
+    assert Pair(":", DURATION, "MIN:MAX").convert("0.5:20", None, None) == "0.5:20"
+
+
+def test_the_documented_ranges():
+    # docs/RELIABILITY.md lists these ranges; a changed one must change the table too
+    assert (FPS.low, FPS.high) == (0.01, 1000)
+    assert (FRAME_SIDE.low, FRAME_SIDE.high) == (1, 16384)
+    assert (DURATION.low, DURATION.high) == (0.001, 7 * 24 * 3600)
+    assert (TIMESTAMP.low, TIMESTAMP.high) == (-7 * 24 * 3600, 7 * 24 * 3600)
+    assert (SCORE.low, SCORE.high) == (-1e6, 1e6)
+    assert (TIMEOUT.low, TIMEOUT.high) == (0.1, 24 * 3600)
+    assert (WORKERS.low, WORKERS.high, PLANNED.low, PLANNED.high) == (1, 1024, 0, 1024)
+    assert (COUNT.low, COUNT.high, QUALITY.low, QUALITY.high) == (0, 100_000, 1, 100)
+    assert (FRACTION.low, FRACTION.high) == (0, 1)
+    assert all(b.integer for b in (FRAME_SIDE, WORKERS, PLANNED, COUNT, SEED, QUALITY)) and not any(
+        b.integer for b in (FPS, DURATION, TIMESTAMP, SCORE, TIMEOUT, FRACTION)
+    )
+    assert not any(
+        b.open_low or b.open_high
+        for b in (FPS, FRAME_SIDE, DURATION, TIMESTAMP, SCORE, TIMEOUT, WORKERS, PLANNED, COUNT)
+    )

@@ -480,3 +480,32 @@ def test_any_yaml_text_loads_or_refuses_in_one_line(tmp_path):
                 _assert_sane(cfg)
 
     check()
+
+
+def test_the_documented_ranges():
+    # docs/RELIABILITY.md lists the schema's ranges; a changed one must change the table too
+    import lofi.trainer.schema as schema
+
+    documented = {
+        "FRAMES": (1, 1024, True),
+        "SNIPPETS": (1, 100_000, True),
+        "CHANNELS": (1, 16384, True),
+        "LAYERS": (0, 64, True),
+        "EPOCHS": (0, 100_000, True),
+        "EVERY": (1, 100_000, True),
+        "BATCH": (1, 100_000, True),
+        "STEPS": (0, 10**9, True),
+        "LR": (0, 100, False),
+        "DECAY": (0, 10, False),
+        "MOMENTUM": (0, 1, False),
+        "NORM": (0, 1e6, False),
+        "RATIO": (1, 64, False),
+        "AREA": (0.001, 1, False),
+        "MEAN": (0, 1, False),
+        "STD": (0.001, 1, False),
+        "SIGMA": (0.001, 100, False),
+    }
+    for name, (low, high, integer) in documented.items():
+        b = getattr(schema, name)
+        assert (b.low, b.high, b.integer) == (low, high, integer), name
+        assert (b.open_low, b.open_high) == (name == "LR", name == "MOMENTUM"), name
