@@ -458,34 +458,34 @@ class Pipeline:
                 feats, seconds = call.result.result()
             except FAULTS as exc:
                 self._retry_alone(call, exc)
-                continue
-            self.clock.add("encoder", seconds, len(feats))
-            at = 0
-            for s, count in call.owners:
-                self._give(s, feats[at : at + count])
-                at += count
+            else:
+                self.clock.add("encoder", seconds, len(feats))
+                at = 0
+                for s, count in call.owners:
+                    self._give(s, feats[at : at + count])
+                    at += count
         return got
 
     def _retry_alone(self, call: _Call, exc: BaseException) -> None:
         """A failed call fails only the streams whose own snippets fail: one shared by several
         is made again for each stream alone (a snippet's features do not depend on its batch
         mates), so one stream's failed call leaves the others running and exact."""
+        alone = len(call.owners) == 1
         at = 0
         for s, count in call.owners:
             part = call.snippets[at : at + count]
             at += count
             if s not in self.active:  # a stream fails once, whatever its other calls hold
                 continue
-            if len(call.owners) == 1:
-                self._fail(s, exc)
-                continue
             try:
+                if alone:
+                    raise exc
                 feats, seconds = self._timed_encode(part)
             except FAULTS as again:
                 self._fail(s, again)
-                continue
-            self.clock.add("encoder", seconds, len(feats))
-            self._give(s, feats)
+            else:
+                self.clock.add("encoder", seconds, len(feats))
+                self._give(s, feats)
 
     def _give(self, st: _Stream, feats: np.ndarray) -> None:
         """Hand `st` its features, or fail it alone if its localizer fails on them."""

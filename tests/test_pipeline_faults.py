@@ -9,6 +9,7 @@ the calls it strikes are shared with other streams, which is where isolation can
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ def bundle(request) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> list[str]:
-    """Three Synth-TAL videos of 20-24 s at 8 fps (32x32); the second turns white for 4 s."""
+    """Three Synth-TAL videos of 20-24 s at 8 fps (32x32); the second is all white."""
     from lofi.trainer.synth import UNTRIMMED_MOTIONS, SynthConfig, render_untrimmed, write_mp4
 
     folder = tmp_path_factory.mktemp("faults")
@@ -38,9 +39,8 @@ def videos(tmp_path_factory) -> list[str]:
     paths = []
     for i in range(3):
         frames, _ = render_untrimmed(cfg, "validation", i, UNTRIMMED_MOTIONS[:4])
-        if i == 1:
-            frames = np.array(frames)
-            frames[80:112] = 255
+        if i == 1:  # white from its first snippet: its first calls are shared with the others
+            frames = np.full_like(np.array(frames), 255)
         path = folder / f"cam_{i}.mp4"
         write_mp4(path, frames, cfg.fps)
         paths.append(str(path))
@@ -61,7 +61,13 @@ def run(models: BundleModels, sources: list[str], **options) -> dict:
         events.setdefault(seg.video, []).append((seg.label, seg.start, seg.end, seg.score, now))
 
     pipe = Pipeline(models, sources, on_event, Options(**options), error=errors.append).run()
-    return {"events": events, "results": pipe.results, "records": pipe.records, "errors": errors}
+    return {
+        "events": events,
+        "results": pipe.results,
+        "records": pipe.records,
+        "errors": errors,
+        "stats": pipe.stats(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -89,24 +95,45 @@ def test_one_streams_failed_encoder_call_leaves_the_others_exact(bundle, videos,
     encode, struck = models.encode, []
 
     def flaky(x):
+        time.sleep(0.01)  # calls pile up on the workers: some fail after the bad stream did
         if bright(x).any():
             struck.append({solo["owner"].get(s.tobytes(), "bad") for s in x})
             raise LofiError("encoder: CUDA error: an illegal memory access")
         return encode(x)
 
     models.encode = flaky
-    got = run(models, videos, parallel=3, encoder_batch=8, encoder_workers=workers)
-    bad = Path(videos[1]).stem
-    # the fault hit calls shared with the good streams: isolation had something to isolate
+    # which streams share a call depends on how far each decode thread got: run until the
+    # fault has hit a call shared with a good stream (isolation then had something to do)
+    for _ in range(5):
+        struck.clear()
+        got = run(models, videos, parallel=3, encoder_batch=8, encoder_workers=workers)
+        check_isolated(got, solo["runs"])
+        if any(len(owners) > 1 for owners in struck):
+            break
     assert any(len(owners) > 1 for owners in struck), struck
+
+
+def check_isolated(got: dict, solo_runs: dict) -> None:
+    """The middle video failed in one line; the others' events and results are their solo
+    runs'; the failed one's record says what it had emitted."""
+    sources = [r["source"] for r in got["records"]]
     assert [r["status"] for r in got["records"]] == ["ok", "failed", "ok"]
-    assert got["errors"] == [f"{videos[1]}: encoder: CUDA error: an illegal memory access"]
-    assert set(got["results"]) == set(solo["runs"])
-    for vid, alone in solo["runs"].items():
+    assert got["errors"] == [f"{sources[1]}: encoder: CUDA error: an illegal memory access"]
+    assert set(got["results"]) == set(solo_runs)
+    stats = got["stats"]  # encoder time, the retries' included, is a part of the wall time
+    assert 0 < stats["stages"]["encoder"]["seconds"] <= stats["wall_seconds"]
+    for vid, alone in solo_runs.items():
         assert got["events"][vid] == alone["events"][vid]
         assert got["results"][vid] == alone["results"][vid]
-    # the bad stream's events before its fault were emitted and counted, none after it
-    assert got["records"][1]["events"] == len(got["events"].get(bad, []))
+    bad = Path(sources[1]).stem
+    assert got["records"][1] == {
+        "source": sources[1],
+        "video": bad,
+        "status": "failed",
+        "reason": got["errors"][0],
+        "seconds": 0.0,
+        "events": len(got["events"].get(bad, [])),
+    }
 
 
 def test_a_failed_call_of_one_stream_alone_fails_it_without_a_retry(bundle, videos):

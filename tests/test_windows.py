@@ -65,6 +65,9 @@ def test_a_video_shorter_than_a_window_is_one_padded_window():
     (w,) = windows_of(20)
     assert (w.first, w.length, w.n_snippets) == (0, 16, 4)
     assert w.valid().tolist() == [True] * 4 + [False] * 12
+    # however short the window (a step of one snippet), and the video (one snippet)
+    (w,) = windows_of(8, spec=SnippetSpec(k=4, frame_stride=2, hop=4, window=2))
+    assert (w.first, w.length, w.n_snippets) == (0, 2, 1)
 
 
 def test_resize_mode_spreads_one_window_over_the_whole_video():
