@@ -195,7 +195,7 @@ def evaluate(gt: GroundTruth, predictions: list[Segment], tious: list[float]) ->
     for p in predictions:
         preds_by[p.label].append(p)
     ambiguous = {
-        v: np.array(info.ambiguous, dtype=float).reshape(-1, 2)
+        v: np.array(info.ambiguous, dtype=float)  # (n, 2): the reader keeps pairs
         for v, info in gt.videos.items()
         if info.ambiguous
     }

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from lofi.runtime.annotations import Segment
+from lofi.runtime.evaluation import segment_iou
 from lofi.runtime.snippets import SnippetGrid
 
 if TYPE_CHECKING:  # the bundle module imports this one
@@ -94,19 +95,16 @@ def decode_level(
     return Candidates(np.maximum(start, 0.0), end, scores[cls_idx, pos], cls_idx.astype(np.int64))
 
 
-def _iou(s: float, e: float, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    inter = np.clip(np.minimum(e, ends) - np.maximum(s, starts), 0, None)
-    union = (e - s) + (ends - starts) - inter
-    return inter / np.maximum(union, 1e-12)
-
-
 def _order(c: Candidates) -> np.ndarray:
     """Canonical ranking (score desc, then start, end, label) so ties never depend on arrival."""
     return np.lexsort((c.label, c.end, c.start, -c.score))
 
 
 def nms(c: Candidates, cfg: PostConfig) -> Candidates:
-    """Per-class hard NMS or Gaussian soft-NMS; returns survivors (scores decayed for soft)."""
+    """Per-class hard NMS or Gaussian soft-NMS; returns survivors (scores decayed for soft).
+    Hard NMS removes a segment whose tIoU with a kept one exceeds `iou_threshold` (one exactly at
+    it stays); soft-NMS scales a score by exp(-tIoU^2 / sigma) and drops it below `min_score`.
+    Segments must have positive length (`finalize` drops the rest first)."""
     keep_parts = []
     for lab in np.unique(c.label):
         g = c.take(c.label == lab)
@@ -124,8 +122,10 @@ def nms(c: Candidates, cfg: PostConfig) -> Candidates:
             rest = np.flatnonzero(alive)
             if len(rest) == 0:
                 break
-            iou = _iou(start[best], end[best], start[rest], end[rest])
-            if cfg.nms == "hard":
+            iou = segment_iou(
+                np.array([start[best], end[best]]), np.stack([start[rest], end[rest]], 1)
+            )
+            if cfg.nms == "hard":  # suppressed only past the threshold, as torchvision and mmcv
                 alive[rest[iou > cfg.iou_threshold]] = False
             else:
                 score[rest] *= np.exp(-(iou**2) / cfg.sigma)

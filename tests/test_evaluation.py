@@ -9,6 +9,8 @@ from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo, parse_resu
 from lofi.runtime.errors import LofiError
 from lofi.runtime.evaluation import (
     TIOU_PRESETS,
+    MapReport,
+    average_precision,
     evaluate,
     interpolated_ap,
     parse_tiou,
@@ -133,7 +135,7 @@ def test_tiou_presets_and_lists():
     assert parse_tiou("anet")[8] != 0.9 and parse_tiou("thumos")[1] != 0.4
     assert parse_tiou("0.3,0.5") == [0.3, 0.5]
     assert parse_tiou("1") == [1.0]  # the upper bound is a valid threshold
-    for bad in ("1.5", "0", "-0.5", "nan", "", "0.3,x"):
+    for bad in ("1.5", "0", "-0.5", "nan", "", "0.3,x", "0.5,1.5"):
         with pytest.raises(LofiError, match="--tiou|tIoU"):
             parse_tiou(bad)
 
@@ -274,3 +276,52 @@ def test_each_threshold_keeps_its_own_matches():
     r = evaluate(gt, preds, [0.5, 0.7])
     assert r.mAP == [1.0, 0.5] and r.average_mAP == 0.75
     assert r.per_class == {"a": [1.0, 0.5]}
+
+
+def test_average_precision_without_ground_truth_or_predictions_is_zero():
+    preds = [Segment("v", "a", 0, 10, 0.9)]
+    assert list(average_precision([], preds, [0.5, 0.7])) == [0.0, 0.0]
+    assert list(average_precision([Segment("v", "a", 0, 10)], [], [0.5])) == [0.0]
+
+
+def test_non_finite_predictions_are_refused_field_by_field():
+    gt = gt_of(Segment("v", "a", 10, 20))
+    for bad in (
+        Segment("v", "a", 10, 20, float("nan")),
+        Segment("v", "a", 10, float("inf"), 0.9),
+        Segment("v", "a", float("-inf"), 20, 0.9),
+    ):
+        with pytest.raises(LofiError, match="video 'v' \\('a'\\) has a non-finite score or segment"):
+            evaluate(gt, [bad], [0.5])
+
+
+def test_only_a_v_prefix_maps_to_an_annotated_id():
+    # 'v_x' counts for 'x'; 'zzx' (no 'v_' prefix) is no alias of 'x', nor is 'v_y' of anything
+    gt = gt_of(Segment("x", "a", 10, 20))
+    assert evaluate(gt, [Segment("v_x", "a", 10, 20, 0.9)], [0.5]).mAP == [1.0]
+    assert evaluate(gt, [Segment("zzx", "a", 10, 20, 0.9)], [0.5]).mAP == [0.0]
+    # when 'v_x' itself is annotated, it stays itself
+    gt = gt_of(Segment("x", "a", 10, 20), Segment("v_x", "a", 50, 60))
+    assert evaluate(gt, [Segment("v_x", "a", 50, 60, 0.9)], [0.5]).mAP == [0.5]
+
+
+def test_tables_to_the_character():
+    r = MapReport(
+        tiou=TIOU_PRESETS["anet"],
+        mAP=[0.5 + 0.01 * i for i in range(10)],
+        average_mAP=0.545,
+        per_class={"ab": [0.25] * 10, "long_name": [1.0] * 10},
+    )
+    assert r.table("val").splitlines() == [
+        "            mAP@   0.50    0.75    0.95     avg",
+        "val               50.00   55.00   59.00   54.50",
+    ]
+    rows = r.class_table().splitlines()
+    assert rows[0].startswith("class        0.50    0.55") and rows[0].endswith(
+        "0.90    0.95     avg"
+    )
+    assert rows[1] == "ab       " + "   25.00" * 11  # names padded to the longest
+    assert rows[2] == "long_name" + "  100.00" * 11
+    thumos = MapReport([0.3, 0.5], [0.125, 0.25], 0.1875, {"a": [0.125, 0.25]})
+    assert thumos.table() == "mAP@   0.30    0.50     avg\n      12.50   25.00   18.75"
+    assert thumos.class_table().splitlines()[1] == "a       12.50   25.00   18.75"

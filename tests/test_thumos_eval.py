@@ -37,6 +37,11 @@ def test_unmatched_detections_on_ambiguous_spans_are_ignored():
     amb = evaluate(parse_ground_truth(gt([[30, 40]])), PREDS, [0.5])
     # the spans remove exactly the detections overlapping them that match nothing
     assert amb.per_class == {"a": [1.0], "b": [1.0]}
+    # every span counts, not only the first
+    later = [Segment("v", "a", 62, 65, 0.95), Segment("v", "a", 10, 20, 0.9)]
+    assert evaluate(parse_ground_truth(gt([[30, 40], [60, 70]])), later, [0.5]).per_class["a"] == [
+        1.0
+    ]
     # touching the span's end is no overlap
     edge = [Segment("v", "a", 40, 45, 0.95), Segment("v", "a", 10, 20, 0.9)]
     assert evaluate(parse_ground_truth(gt([[30, 40]])), edge, [0.5]).per_class["a"] == [0.5]
