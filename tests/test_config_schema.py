@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lofi.runtime.bounds import Bound
 from lofi.runtime.errors import LofiError
-from lofi.trainer.checkpoint import checkpoint_config
 from lofi.trainer.config import distinct_overrides, load_config
 from lofi.trainer.schema import Config, validate
 
@@ -29,6 +28,8 @@ FUZZ = settings(
 
 
 def test_stored_configs_read_back_through_the_schema():
+    from lofi.trainer.checkpoint import checkpoint_config  # torch: only this test needs it
+
     # what run folders and checkpoints store reads back to the same typed config; an older
     # checkpoint's config without a newer key takes the schema's default; a damaged one is a line
     cfg = load_config(None, ["lofi.epochs=3", "head.crop=null", "model.head_norm=true"])
