@@ -23,7 +23,7 @@ def plain(text: str, limit: int = LABEL_CHARS) -> str:
     `limit` characters (a cut one ends in `...`)."""
     shown = "".join(
         c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for c in text[: limit + 1]
+        for c in text[: limit + 1]  # pragma: no mutate (any cut past `limit` draws the same)
     )
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 

@@ -92,6 +92,20 @@ def test_bad_video_ids_are_one_line_each_and_the_good_videos_are_cached(layout):
     assert len(FrameCache(layout["cache"]).frames("fine")) > 0
 
 
+def test_the_longest_id_that_fits_is_cached_one_byte_more_is_refused():
+    from lofi.trainer.frame_cache import cache_name
+
+    assert cache_name("x" * 246, "jpeg", "gt.json") == "x" * 246 + ".jpgs"  # 255 with .tmp
+    assert cache_name("x" * 247, "npy", "gt.json") == "x" * 247 + ".npy"
+    with pytest.raises(LofiError, match="too long to name a cache file: expected at most 246 "):
+        cache_name("x" * 247, "jpeg", "gt.json")
+    with pytest.raises(LofiError, match="gt.json: video id 'x.* at most 247 bytes"):
+        cache_name("x" * 248, "npy", "gt.json")
+    assert cache_name("é" * 123, "jpeg", "gt.json")  # bytes in UTF-8 count, not characters
+    with pytest.raises(LofiError, match="too long"):
+        cache_name("é" * 124, "jpeg", "gt.json")
+
+
 def test_a_bad_id_in_strict_mode_refuses_before_any_work(layout):
     ann = annotation(layout["root"] / "gt.json", {"good": {}, "../../escape": {}})
     with pytest.raises(LofiError, match=r"gt.json: video id '../../escape' cannot name a file"):

@@ -88,6 +88,15 @@ def test_thumos_times_have_physical_bounds(tmp_path, line, expected):
     assert len(str(err.value)) < 300
 
 
+def test_thumos_times_at_their_bounds_are_read(tmp_path):
+    (tmp_path / "A_val.txt").write_text("a 0 0\n\nb 604800 604800\n  \nc 0.5 1\n")
+    assert read_annotation_file(tmp_path / "A_val.txt") == [
+        ("a", 0.0, 0.0),
+        ("b", 604800.0, 604800.0),
+        ("c", 0.5, 1.0),
+    ]
+
+
 def test_good_thumos_ids_still_convert(tmp_path, tiny_synth):
     ann, videos = thumos_dir(tmp_path, tiny_synth, ["good", "video_validation_0000051"])
     conv = convert_thumos(ann, [videos])
@@ -159,5 +168,21 @@ def test_synth_config_numbers_have_physical_bounds(tmp_path, change, expected):
     assert not (tmp_path / "out").exists()
 
 
-def test_synth_config_defaults_are_within_bounds():
+def test_synth_config_defaults_and_edges_are_within_bounds():
     SynthConfig().validate()
+    from lofi.trainer.synth import CLIP_MOTIONS, MAX_VIDEO_BYTES, UNTRIMMED_MOTIONS
+
+    for n in (2, len(UNTRIMMED_MOTIONS)):
+        replace(SMALL, classes=n).validate()
+    for n in (2, len(CLIP_MOTIONS)):
+        replace(SMALL, clip_classes=n).validate()
+    for bad in (1, len(UNTRIMMED_MOTIONS) + 1):
+        with pytest.raises(LofiError, match="--classes must be in 2..8"):
+            replace(SMALL, classes=bad).validate()
+    for bad in (1, len(CLIP_MOTIONS) + 1):
+        with pytest.raises(LofiError, match="--clip-classes must be in 2..8"):
+            replace(SMALL, clip_classes=bad).validate()
+    edge = MAX_VIDEO_BYTES // (64 * 64 * 3)  # frames of 64x64 that fill the limit exactly
+    replace(SMALL, height=64, width=64, fps=8.0, max_duration=edge / 8).validate()
+    with pytest.raises(LofiError, match="one video would take"):
+        replace(SMALL, height=64, width=64, fps=8.0, max_duration=(edge + 1) / 8).validate()
