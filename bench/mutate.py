@@ -182,7 +182,7 @@ def mutants(source: str, lines: tuple[int, int] | None) -> list[tuple[Mutant, st
     for position, node in enumerate(order):
         if id(node) in skip_ids or not hasattr(node, "lineno"):
             continue
-        if isinstance(node, ast.Constant) and _in_annotation_or_index(node, tree):
+        if _in_annotation_or_index(node, tree):
             continue
         line = node.lineno
         if lines and not lines[0] <= line <= lines[1]:
@@ -200,7 +200,8 @@ _SKIP_CACHE: dict[int, set[int]] = {}
 
 
 def _in_annotation_or_index(node: ast.AST, tree: ast.AST) -> bool:
-    """Constants inside type annotations mutate nothing at run time."""
+    """Nodes inside type annotations mutate nothing at run time (`from __future__ import
+    annotations` leaves them unevaluated)."""
     key = id(tree)
     if key not in _SKIP_CACHE:
         skip: set[int] = set()
