@@ -59,6 +59,8 @@ def test_window_starts_step_by_half_a_window_then_end_on_the_last_snippet():
     assert [w.first for w in windows_of(151)] == [0, 8, 16, 21]
     assert [w.first for w in windows_of(68)] == [0]  # 16 snippets: one window exactly
     assert [w.first for w in windows_of(164)] == [0, 8, 16, 24]  # 40 snippets = 24 + 16
+    two = SnippetSpec(k=4, frame_stride=2, hop=4, window=2)  # steps of one snippet
+    assert [w.first for w in windows_of(20, spec=two)] == [0, 1, 2]  # 4 snippets
 
 
 def test_a_video_shorter_than_a_window_is_one_padded_window():
@@ -79,15 +81,26 @@ def test_resize_mode_spreads_one_window_over_the_whole_video():
 
 
 def test_each_window_gets_the_segments_that_overlap_it_in_its_own_coordinates():
-    # 151 frames, windows at 0, 8, 16, 21; a segment over snippets 10-14.5 and one at the end
+    # 151 frames, windows at 0, 8, 16, 21 (16 snippets each); segments in snippet indices:
+    # one inside, one to the video's end, and three on window edges (touching is not overlap)
     grid, _ = SPEC.grid(FPS, 151, 1)
-    a, b = float(grid.time(10.0)), float(grid.time(14.5))
-    c, d = float(grid.time(30.0)), float(grid.time(36.0))
-    ws = windows_of(151, segments=[(a, b), (c, d)])
-    got = {w.first: [tuple(round(x, 6) for x in row) for row in w.segments.tolist()] for w in ws}
-    assert got == {
-        0: [(10.0, 14.5, 0.0)],
-        8: [(2.0, 6.5, 0.0)],
-        16: [(14.0, 20.0, 0.0)],
-        21: [(9.0, 15.0, 0.0)],
+    spans = [(10.0, 14.5), (30.0, 36.0), (2.0, 8.0), (7.0, 8.5), (24.0, 26.0)]
+    ws = windows_of(151, segments=[(float(grid.time(a)), float(grid.time(b))) for a, b in spans])
+    got = {
+        w.first: [tuple(round(x, 6) for x in row[:2]) for row in w.segments.tolist()] for w in ws
     }
+    assert got == {
+        0: [(10.0, 14.5), (2.0, 8.0), (7.0, 8.5)],
+        8: [(2.0, 6.5), (-1.0, 0.5)],  # (2, 8) ends where this window starts: not in it
+        16: [(14.0, 20.0), (8.0, 10.0)],
+        21: [(9.0, 15.0), (3.0, 5.0)],
+    }  # (24, 26) starts where window 8 ends: not in it
+
+
+def test_valid_marks_positions_past_the_videos_last_snippet_as_padding():
+    import torch
+    from lofi.trainer.data import Window
+
+    grid, _ = SPEC.grid(FPS, 40, 1)
+    w = Window("v", 4, 8, grid, 40, 10, torch.zeros(0, 3))
+    assert w.valid().tolist() == [True] * 6 + [False] * 2
