@@ -182,6 +182,10 @@ def test_synth_config_defaults_and_edges_are_within_bounds():
     for bad in (1, len(CLIP_MOTIONS) + 1):
         with pytest.raises(LofiError, match="--clip-classes must be in 2..8"):
             replace(SMALL, clip_classes=bad).validate()
+    replace(SMALL, height=16, width=16).validate()
+    for side in ({"height": 14}, {"width": 14}, {"height": 17}, {"width": 17}):
+        with pytest.raises(LofiError, match="even and >= 16"):
+            replace(SMALL, **side).validate()
     edge = MAX_VIDEO_BYTES // (64 * 64 * 3)  # frames of 64x64 that fill the limit exactly
     replace(SMALL, height=64, width=64, fps=8.0, max_duration=edge / 8).validate()
     with pytest.raises(LofiError, match="one video would take"):
