@@ -19,9 +19,12 @@ import pytest
 from lofi.runtime.decode import VideoReader, read_video
 from lofi.runtime.errors import LofiError
 from lofi.runtime.timeline import (
+    JITTER,
     MAX_GAP,
+    MAX_RATE,
     MAX_SECONDS,
     MAX_SIDE,
+    MAX_TICK,
     Shown,
     Timeline,
     announced_seconds,
@@ -161,11 +164,13 @@ def test_a_duration_announced_far_beyond_the_data_is_damage_not_work(tmp_path, m
 def test_the_numbers_a_header_gives_have_physical_bounds():
     assert header_problem(1920, 1080, 1 / 90000) is None
     assert header_problem(0, 0, 1 / 1000) is None  # not given: the decoder finds it
+    assert header_problem(MAX_SIDE, MAX_SIDE, MAX_TICK) is None  # the bounds themselves
     assert "frame size 16385x16" in header_problem(MAX_SIDE + 1, 16, 1 / 25)
     assert "frame size 16x-1" in header_problem(16, -1, 1 / 25)
     for tb in (None, 0.0, -1.0, 1e4):
         assert "time base" in header_problem(16, 16, tb)
     assert announced_seconds(MAX_SECONDS) == (MAX_SECONDS, None)
+    assert announced_seconds(0.0) == (0.0, None) and announced_seconds(0.5) == (0.5, None)
     for bad in (MAX_SECONDS * 1.01, float("inf"), float("nan"), -1.0):
         seconds, note = announced_seconds(bad)
         assert seconds == 0.0 and "not believed" in note
@@ -173,6 +178,9 @@ def test_the_numbers_a_header_gives_have_physical_bounds():
     assert frame_seconds(None, 25.0) == 0.04 and frame_seconds(1e9, 25.0) == 0.04
     assert frame_seconds(float("nan"), None) == 0.0 and frame_seconds(-1.0, 1e9) == 0.0
     assert frame_seconds(None, 0.01) == MAX_GAP  # a rate of one frame in 100 s holds 10 s
+    assert frame_seconds(MAX_GAP, None) == MAX_GAP and frame_seconds(0.5, None) == 0.5
+    assert frame_seconds(0.0, 25.0) == 0.04 and frame_seconds(None, 0.0) == 0.0
+    assert frame_seconds(None, MAX_RATE) == 1 / MAX_RATE and frame_seconds(None, 1.0) == 1.0
 
 
 def test_the_timeline_rule_at_its_bounds():
@@ -191,6 +199,19 @@ def test_the_timeline_rule_at_its_bounds():
     assert line.jumps == []
     line.place(0.7, 0.125)
     assert len(line.jumps) == 1 and line.jumps[0].after == 0.7
+    line.place(0.575, 0.125)  # exactly one frame back: still jitter
+    assert len(line.jumps) == 1
+    # a frame without a duration tolerates JITTER seconds back, no more
+    line = Timeline(0.0)
+    line.place(1.0, 0.0)
+    line.place(1.0 - JITTER / 2, 0.0)
+    assert line.jumps == []
+    line.place(1.0 - JITTER / 2 - 1.5 * JITTER, 0.0)
+    assert len(line.jumps) == 1
+    line = Timeline(0.0)
+    line.place(0.0, 1 / 3)
+    line.place(MAX_GAP + 1.0, 0.1)
+    assert line.jumps[0].at == 0.333  # where it is, to the millisecond
     # a stream whose first frame is within MAX_GAP of its start keeps that offset; further
     # away (a start time that lies), the first frame starts the timeline
     line = Timeline(100.0)
@@ -211,6 +232,11 @@ def test_a_replay_is_dropped_and_a_restarted_clock_is_not():
     again = Timeline(None, shown)
     got = [again.place(i / 8, 0.125, fingerprint=lambda i=i: b"key%d" % i) for i in range(4, 12)]
     assert got[:6] == [None] * 6 and got[6:] == [0.0, 0.125] and again.replayed == 6
+    # a replay starting at the very frame where the last connection ended
+    shown = Shown()
+    Timeline(0.0, shown).place(1.0, 0.125, fingerprint=lambda: b"last")
+    again = Timeline(None, shown)
+    assert again.place(1.0, 0.125, fingerprint=lambda: b"last") is None
     # different pixels at a time already passed: the source restarted its clock, nothing dropped
     restarted = Timeline(None, shown)
     got = [restarted.place(i / 8, 0.125, fingerprint=lambda: b"other") for i in range(3)]
@@ -314,3 +340,16 @@ def test_lofi_stream_reports_concealed_corruption_as_damaged(tmp_path, tiny_bund
     (record,) = stats["sources"]
     assert record["status"] == "damaged" and record["concealed_frames"] >= 1
     assert stats["damaged"] == 1 and stats["warnings"] == 1 and results is not None
+
+
+def test_a_live_source_remembers_a_bounded_number_of_key_frames(monkeypatch):
+    import lofi.runtime.timeline as timeline
+
+    monkeypatch.setattr(timeline, "MAX_KEYS", 2)
+    shown = Shown()
+    for i in range(3):
+        shown.remember(float(i), b"k%d" % i)
+    shown.remember(3.0, None)  # not a key frame: nothing to remember but where it ended
+    assert list(shown.keys) == [1.0, 2.0] and shown.last == 3.0
+    assert shown.replays(2.0, b"k2") and not shown.replays(0.0, b"k0")
+    assert not shown.replays(2.0, None) and not shown.replays(2.0, b"k1")
