@@ -238,3 +238,13 @@ def test_decode_outputs_keeps_positions_from_first_to_the_video_end():
     assert len(cands) == 0 and [c.shape[1] for c, _ in kept] == [0, 0]
     segs = detect([fire(8), fire(2)], geo, 8, 100.0, "v")
     assert {s.label for s in segs} == {"a"} and len(segs) == 10
+
+
+def test_defaults_agree_with_the_trainers_and_from_dict_takes_known_keys():
+    # a bundle or config that leaves a setting out gets the same value on both sides
+    from lofi.trainer.schema import PostprocessConfig
+
+    assert PostprocessConfig().runtime() == PostConfig()
+    assert PostConfig() == PostConfig(0.05, "soft", 0.5, 0.5, 0.001, 100)
+    got = PostConfig.from_dict({"nms": "hard", "iou_threshold": 0.3, "unknown": 1})
+    assert got == PostConfig(nms="hard", iou_threshold=0.3)

@@ -189,3 +189,61 @@ def test_the_stream_keeps_its_buffers_small():
     total = len(loc.emitted) + len(loc.finish())
     assert most[0] <= loc.batch + GRID.span and most[1] <= WINDOW + 2 * CONTEXT + loc.batch
     assert most[2] < 200 < 2 * most[2] < total
+
+
+def shared_encoder_stream(models, frames: np.ndarray, record: bool = False) -> StreamLocalizer:
+    """The pipeline's way: frames in, ready snippets taken 5 at a time, encoded outside,
+    features handed back, close() once every snippet was taken."""
+    loc = StreamLocalizer(models, "v", record=record)
+    for f in frames:
+        loc.add_frame(f)
+        while loc.ready() >= 5:
+            loc.add_features(models.encode(loc.take(5)))
+    if rest := loc.ready(ended=True):
+        loc.add_features(models.encode(loc.take(rest, ended=True)))
+    assert loc.ready(ended=True) == 0
+    loc.close()
+    return loc
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 5, 9, 17, 37, 301])
+def test_shared_encoder_streams_of_any_length_equal_offline(n_frames):
+    # lengths around a snippet, a window, a window with its margin and many windows; the head's
+    # outputs themselves are recorded and equal offline's position for position
+    models = BoxFilterModels(POSTS["soft"])
+    frames = np.zeros((n_frames, 1, 1, 3), dtype=np.uint8)
+    frames[n_frames // 3 : n_frames // 3 + 6, ..., 0] = 255
+    frames[-4:, ..., 1] = 255  # an event running into the end
+    offline, outputs = localize_offline(models, frames, "v")
+    loc = shared_encoder_stream(models, frames, record=True)
+    assert offline and loc.emitted  # never two empty lists
+    assert_same_events(loc.emitted, offline)
+    for (c0, r0), (c1, r1) in zip(outputs, loc.recorded_outputs()):
+        assert c0.shape == c1.shape and np.array_equal(c0, c1) and np.array_equal(r0, r1)
+    assert len(loc.frames) <= GRID.span and len(loc.feats) <= WINDOW + 2 * CONTEXT
+
+
+def test_an_empty_stream_emits_nothing():
+    models = BoxFilterModels(POSTS["soft"])
+    loc = StreamLocalizer(models, "v")
+    assert loc.finish() == [] and loc.close() == [] and loc.results() == []
+    assert loc.head_calls == 0
+
+
+def test_the_kept_events_are_capped_and_still_the_offline_top():
+    # max_segments 5: offline keeps the top 5; the stream emits every event as it is final but
+    # keeps at most 2 x 5 for the results file, whose top 5 are offline's
+    post = replace(POSTS["soft"], max_segments=5)
+    models = BoxFilterModels(post)
+    frames, _ = sparse_video(3, 1200)
+    offline, _ = localize_offline(models, frames, "v")
+    events = []
+    loc = StreamLocalizer(models, "v", on_event=lambda s, now: events.append(s))
+    most = 0
+    for f in frames:
+        loc.push(f)
+        most = max(most, len(loc.emitted))
+    loc.finish()
+    assert len(offline) == 5 and len(events) > 50 and most <= 10
+    assert_same_events(loc.results(), offline, tol=0)
+    assert [s.score for s in loc.results()] == sorted((s.score for s in offline), reverse=True)
