@@ -17,6 +17,7 @@ from lofi.runtime.bounds import (
     Pair,
 )
 from lofi.runtime.cli import eval_cli, stream_cli
+from lofi.runtime.errors import LofiError
 from lofi.trainer.cli import data_cli, train_cli
 
 # the arguments each command needs so that only the option under test can be wrong; the
@@ -178,3 +179,21 @@ def test_set_twice_is_refused_on_the_command_line():
     assert result.stderr.strip() == (
         "error: --set lofi.epochs=2: lofi.epochs is given twice (--set lofi.epochs=1 before it)"
     )
+
+
+@pytest.mark.parametrize("memory", ["1.2.3", "9" * 400, "1e300", "-1GiB", "GiB"])
+def test_plan_memory_of_any_text_is_one_line(memory):
+    result = CliRunner().invoke(train_cli, ["plan", "--memory", memory])
+    assert result.exit_code == 1
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --memory must look like 24GiB")
+    assert len(lines[0]) < 200
+
+
+def test_trt_shapes_are_bounded():
+    from lofi.export.trt_shapes import Profiles
+
+    assert Profiles.parse("batch=1:16:100000").batch == (1, 16, 100_000)
+    for spec in ("batch=1:16:100001", "length=1:2:" + "9" * 30, "batch=0:1:2"):
+        with pytest.raises(LofiError, match="needs 1 <= MIN <= OPT <= MAX <= 100000"):
+            Profiles.parse(spec)

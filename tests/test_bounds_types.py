@@ -107,6 +107,8 @@ def test_number_and_pair_types_convert():
     assert err.value.format_message() == "--fps = '0': expected a number >= 0.01 and <= 1000"
     with pytest.raises(click.UsageError, match="^value = 'x'"):
         Number(FPS).convert("x", None, None)
+    with pytest.raises(click.UsageError, match="^--fps = '0'"):  # the long name of two
+        Number(FPS).convert("0", click.Option(["-f", "--fps"]), None)
     size = Pair("x", FRAME_SIDE, "HEIGHTxWIDTH")
     assert size.convert("64x48", None, None) == "64x48"
     for bad in ("64x", "64x48x2", "0x48", "64x16385", "64.5x48", "x"):
@@ -126,6 +128,7 @@ def test_the_documented_ranges():
     assert (WORKERS.low, WORKERS.high, PLANNED.low, PLANNED.high) == (1, 1024, 0, 1024)
     assert (COUNT.low, COUNT.high, QUALITY.low, QUALITY.high) == (0, 100_000, 1, 100)
     assert (FRACTION.low, FRACTION.high) == (0, 1)
+    assert MAX_NUMBER_CHARS == 40
     assert all(b.integer for b in (FRAME_SIDE, WORKERS, PLANNED, COUNT, SEED, QUALITY)) and not any(
         b.integer for b in (FPS, DURATION, TIMESTAMP, SCORE, TIMEOUT, FRACTION)
     )

@@ -510,3 +510,14 @@ def test_the_documented_ranges():
         b = getattr(schema, name)
         assert (b.low, b.high, b.integer) == (low, high, integer), name
         assert (b.open_low, b.open_high) == (name == "LR", name == "MOMENTUM"), name
+
+
+def test_yaml11_exponents_in_lists_and_unknown_top_level_keys():
+    # YAML 1.1 reads 2e0 (no dot) as a string: a list of numbers takes it as the number too
+    assert load_config(None, ["lofi.st_ratio=[2e0, 1.5]"]).lofi.st_ratio == [2.0, 1.5]
+    assert load_config(None, ["lofi.crop_scale=[5e-1, 1]"]).lofi.crop_scale == [0.5, 1]
+    with pytest.raises(LofiError) as err:
+        validate({"lofy": {}}, "c.yaml")
+    assert str(err.value).startswith(
+        "c.yaml: unknown config key 'lofy' (known under 'the top level': seed, data, model,"
+    )
