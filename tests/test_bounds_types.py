@@ -136,3 +136,11 @@ def test_the_documented_ranges():
         b.open_low or b.open_high
         for b in (FPS, FRAME_SIDE, DURATION, TIMESTAMP, SCORE, TIMEOUT, WORKERS, PLANNED, COUNT)
     )
+
+
+def test_shared_bounds_cannot_be_changed_in_place():
+    # every command shares these objects: one changing a range would change it for all
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FPS.high = 10**9  # type: ignore[misc]
