@@ -183,6 +183,11 @@ def test_synth_config_defaults_and_edges_are_within_bounds():
         with pytest.raises(LofiError, match="--clip-classes must be in 2..8"):
             replace(SMALL, clip_classes=bad).validate()
     replace(SMALL, height=16, width=16).validate()
+    replace(SMALL, min_duration=12.0, max_duration=12.0, min_action=2.0, max_action=2.0).validate()
+    with pytest.raises(LofiError, match="min duration <= max duration"):
+        replace(SMALL, min_duration=12.5, max_duration=12.0).validate()
+    with pytest.raises(LofiError, match="min action <= max action"):
+        replace(SMALL, min_action=2.5, max_action=2.0).validate()
     for side in ({"height": 14}, {"width": 14}, {"height": 17}, {"width": 17}):
         with pytest.raises(LofiError, match="even and >= 16"):
             replace(SMALL, **side).validate()
