@@ -521,3 +521,11 @@ def test_yaml11_exponents_in_lists_and_unknown_top_level_keys():
     assert str(err.value).startswith(
         "c.yaml: unknown config key 'lofy' (known under 'the top level': seed, data, model,"
     )
+
+
+def test_a_partial_config_takes_defaults_for_what_it_lacks_only():
+    # an older checkpoint's config lacks keys: each missing one takes its default, and the keys
+    # after it are still read
+    cfg = validate({"model": {"width": 8}, "lofi": {"epochs": 3}})
+    assert cfg.seed == 0 and cfg.model.width == 8 and cfg.lofi.epochs == 3
+    assert cfg.model.head_dim == Config().model.head_dim
