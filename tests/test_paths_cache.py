@@ -361,3 +361,12 @@ def test_prepare_bounds_fps_and_size(layout, fps, size, expected):
     with pytest.raises(LofiError, match=expected):
         prepare_cache(ann, layout["videos"], layout["cache"], fps, size)
     assert not layout["cache"].exists()
+
+
+def test_a_non_square_cache_records_height_and_width_in_order(layout):
+    ann = annotation(layout["root"] / "gt.json", {"good": {}})
+    prepare_cache(ann, layout["videos"], layout["cache"], 8.0, (16, 24), fmt="jpeg")
+    index = json.loads((layout["cache"] / "index.json").read_text())
+    assert (index["height"], index["width"]) == (16, 24)
+    cache = FrameCache(layout["cache"])
+    assert cache.size == (16, 24) and np.asarray(cache.frames("good")).shape[1:] == (16, 24, 3)
