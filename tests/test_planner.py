@@ -92,12 +92,13 @@ def test_the_total_is_the_sum_of_its_parts_each_counted_once():
 
     # powers of two: a part left out of the total, or counted twice, changes the sum
     parts = {k: 2**i * GIB for i, k in enumerate(PARTS)}
-    plan = Plan("full", 8, (32, 32), "none", "bf16", saved=2**10 * GIB, **parts)
+    plan = Plan("full", 8, (24, 32), "none", "bf16", saved=2**10 * GIB, **parts)
     assert plan.total == 31 * GIB  # `saved` is held in the activations and casts: not added
     row = plan.as_json()
     assert row["total"] == plan.total == sum(row[k] for k in PARTS)
     # the printed table adds up too: activations, casts, and the footer's three
     text = format_plan([plan]).splitlines()
+    assert text[2].split()[:4] == ["full", "8x24x32", "none", "bf16"]
     activ, casts, total = (float(x) for x in text[2].split()[-3:])
     footer = [float(w) for w in text[3].replace(",", " ").split() if w[0].isdigit()]
     assert footer == [4.0, 8.0, 16.0]
@@ -129,3 +130,19 @@ def test_each_part_is_what_the_model_and_optimiser_hold(prec):
     assert plan.total == sum(getattr(plan, k) for k in PARTS)
     # what autograd saves is held in the activations and the casts, not on top of them
     assert 0 < plan.saved <= plan.activations + plan.weight_casts
+
+
+def test_activations_do_not_hold_the_optimisers_state():
+    """The optimiser's state is its own part: the same step's activations under AdamW (two
+    moments), SGD with momentum (one) and plain SGD (none) are the same bytes. The shapes are
+    small enough that the state outweighs the activations, so counting it in would show."""
+    rows = []
+    for optimizer, momentum in (("adamw", 0.0), ("sgd", 0.9), ("sgd", 0.0)):
+        cfg = _cfg()
+        cfg.lofi.batch_size, cfg.lofi.optimizer, cfg.lofi.momentum = 1, optimizer, momentum
+        rows.append(measure_step(cfg, (8, 8), FidelitySchedule().configs()["ST"]))
+    adamw, momentum, plain = rows
+    assert adamw.optimizer > 2 * adamw.grads and momentum.optimizer == momentum.grads
+    assert plain.optimizer == 0
+    assert adamw.activations < adamw.optimizer
+    assert len({r.activations for r in rows}) == 1
