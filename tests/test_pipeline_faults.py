@@ -192,3 +192,20 @@ def test_a_stream_whose_head_fails_on_its_features_fails_alone(bundle, videos, s
     assert got["errors"] == [f"{videos[1]}: head output has NaN"]
     for vid, alone in solo["runs"].items():
         assert got["events"][vid] == alone["events"][vid]
+
+
+def test_a_stream_that_ends_with_calls_out_waits_for_their_features(bundle, videos, solo):
+    # the video ends while its last calls are still on the workers: closing it then would
+    # drop their features, and with them its last events
+    models = BundleModels(bundle)
+    encode = models.encode
+
+    def slow(x):
+        time.sleep(0.05)
+        return encode(x)
+
+    models.encode = slow
+    vid = Path(videos[0]).stem
+    got = run(models, [videos[0]], encoder_batch=8, encoder_workers=2)
+    assert got["events"][vid] == solo["runs"][vid]["events"][vid]
+    assert got["results"][vid] == solo["runs"][vid]["results"][vid]
