@@ -358,3 +358,12 @@ def test_a_graph_of_exactly_the_size_limit_loads(b, monkeypatch):
     load_manifest(b)
     monkeypatch.setattr(bundle, "MAX_GRAPH_BYTES", size - 1)
     _refused(b, rf"is larger than {size - 1} bytes")
+
+
+def test_the_digest_does_not_depend_on_key_order_or_choke_on_nan(b):
+    data = _values()
+    assert manifest_digest(dict(reversed(list(data.items())))) == manifest_digest(data)
+    # a field the runtime does not read may hold anything JSON allows, NaN included (Python's
+    # json writes and reads it): the digest covers it instead of raising
+    _edit(b, lambda d: d.update(note=float("nan")))
+    load_manifest(b)
