@@ -209,3 +209,49 @@ def test_a_stream_that_ends_with_calls_out_waits_for_their_features(bundle, vide
     got = run(models, [videos[0]], encoder_batch=8, encoder_workers=2)
     assert got["events"][vid] == solo["runs"][vid]["events"][vid]
     assert got["results"][vid] == solo["runs"][vid]["results"][vid]
+
+
+def test_the_main_thread_sleeps_while_encoder_calls_are_out(bundle, videos):
+    # a round that got nothing back waits for a frame or a finished call instead of spinning:
+    # about one round per frame and call here, where spinning makes thousands
+    models = BundleModels(bundle)
+    encode = models.encode
+
+    def slow(x):
+        time.sleep(0.05)
+        return encode(x)
+
+    models.encode = slow
+    pipe = Pipeline(models, videos[:1], options=Options(encoder_batch=8, encoder_workers=2))
+    rounds = 1
+    while pipe.step():
+        rounds += 1
+    assert pipe.records[0]["status"] == "ok" and rounds < 1500
+
+
+def test_a_failed_shared_call_retries_each_running_owner_with_its_own_snippets(bundle):
+    """After the first stream failed, a later failed call it shared is made again for the
+    others that still run, each with exactly its own snippets, in order."""
+    from types import SimpleNamespace
+
+    from lofi.runtime.pipeline import _Call
+
+    pipe = Pipeline(BundleModels(bundle), [], error=lambda line: None)
+    pipe.models.encode = lambda x: x * 10.0
+    got: dict[str, list] = {}
+
+    def stream(name: str) -> SimpleNamespace:
+        loc = SimpleNamespace(add_features=lambda f: got.setdefault(name, []).append(f.tolist()))
+        feed = SimpleNamespace(close=lambda: None)
+        return SimpleNamespace(loc=loc, feed=feed, record={"source": name}, events=0)
+
+    a, b, c, d = (stream(n) for n in "abcd")
+    pipe.active = [a, c, d]  # b failed already
+    snippets = np.arange(7.0).reshape(7, 1)
+    call = _Call(None, [(a, 2), (b, 2), (c, 1), (d, 2)], snippets)
+    pipe._retry_alone(call, LofiError("lost"))
+    assert got == {"a": [[[0.0], [10.0]]], "c": [[[40.0]]], "d": [[[50.0], [60.0]]]}
+    assert pipe.active == [a, c, d]
+    pipe._retry_alone(_Call(None, [(d, 7)], snippets), LofiError("lost"))  # alone: no retry
+    assert pipe.active == [a, c] and d.record["status"] == "failed"
+    assert len(got["d"]) == 1 and d.record["reason"] == "d: lost"
