@@ -24,6 +24,7 @@ from lofi.runtime.bounds import (
     WORKERS,
     Bound,
     Number,
+    OptionError,
     Pair,
 )
 from lofi.runtime.errors import LofiError
@@ -129,6 +130,7 @@ def test_the_documented_ranges():
     assert (COUNT.low, COUNT.high, QUALITY.low, QUALITY.high) == (0, 100_000, 1, 100)
     assert (FRACTION.low, FRACTION.high) == (0, 1)
     assert MAX_NUMBER_CHARS == 40
+    assert (SEED.low, SEED.high) == (0, 2**32 - 1)
     assert all(b.integer for b in (FRAME_SIDE, WORKERS, PLANNED, COUNT, SEED, QUALITY)) and not any(
         b.integer for b in (FPS, DURATION, TIMESTAMP, SCORE, TIMEOUT, FRACTION)
     )
@@ -144,3 +146,9 @@ def test_shared_bounds_cannot_be_changed_in_place():
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         FPS.high = 10**9  # type: ignore[misc]
+
+
+def test_an_option_error_is_one_line_on_stderr(capsys):
+    OptionError("--fps = '0': expected a number").show()
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: --fps = '0': expected a number\n"
