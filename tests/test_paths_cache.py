@@ -370,6 +370,8 @@ def test_a_non_square_cache_records_height_and_width_in_order(layout):
     assert (index["height"], index["width"]) == (16, 24)
     cache = FrameCache(layout["cache"])
     assert cache.size == (16, 24) and np.asarray(cache.frames("good")).shape[1:] == (16, 24, 3)
+    again = prepare_cache(ann, layout["videos"], layout["cache"], 8.0, (16, 24), fmt="jpeg")
+    assert again.resumed == ["good"]
     with pytest.raises(
         LofiError, match="decoded at 8 fps, 16x24, jpeg; asked for 8 fps, 24x16, jpeg"
     ):
