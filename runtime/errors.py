@@ -3,6 +3,7 @@ the backstop that turns any other failure into one line too."""
 
 import contextlib
 import functools
+import reprlib
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -14,6 +15,11 @@ class LofiError(Exception):
 
 
 SHOWN_CHARS = 60
+# Containers are shown a few items deep and strings a prefix long, so quoting a value never builds
+# the repr of a whole megabyte document first.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxset = 3, 4, 4, 4, 4
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 4 * SHOWN_CHARS
 
 
 def shown(value: object, limit: int = SHOWN_CHARS) -> str:
@@ -22,12 +28,12 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
         return f"<integer of about {int(value.bit_length() * 0.30103)} digits>"
     try:
-        text = repr(value)
+        text = repr(value[: 4 * limit]) if isinstance(value, str) else _SHORT.repr(value)
     except ValueError:  # an integer too long for str() inside a container
         text = f"<{type(value).__name__} holding an integer too long to show>"
     text = text.encode("ascii", "backslashreplace").decode("ascii")
     if len(text) > limit:
-        return text[:limit] + f"... ({len(text)} characters)"
+        return text[:limit] + "..."
     return text
 
 
