@@ -376,3 +376,13 @@ def test_a_non_square_cache_records_height_and_width_in_order(layout):
         LofiError, match="decoded at 8 fps, 16x24, jpeg; asked for 8 fps, 24x16, jpeg"
     ):
         prepare_cache(ann, layout["videos"], layout["cache"], 8.0, (24, 16), fmt="jpeg")
+
+
+def test_a_missing_or_cut_cache_file_is_decoded_again(cache, layout):
+    (cache / "fine.jpgs").unlink()
+    data = (cache / "good.jpgs").read_bytes()
+    (cache / "good.jpgs").write_bytes(data[:-1])
+    ann = layout["root"] / "gt.json"
+    report = prepare_cache(ann, layout["videos"], cache, 8.0, (16, 16), fmt="jpeg")
+    assert sorted(report.decoded) == ["fine", "good"] and not report.resumed
+    assert (cache / "good.jpgs").read_bytes() == data
