@@ -386,3 +386,15 @@ def test_a_missing_or_cut_cache_file_is_decoded_again(cache, layout):
     report = prepare_cache(ann, layout["videos"], cache, 8.0, (16, 16), fmt="jpeg")
     assert sorted(report.decoded) == ["fine", "good"] and not report.resumed
     assert (cache / "good.jpgs").read_bytes() == data
+
+
+def test_hashing_refuses_a_fifo_at_once(tmp_path):
+    from lofi.trainer.frame_store import sha256
+
+    os.mkfifo(tmp_path / "pipe")
+    with pytest.raises(ValueError, match="pipe is not a regular file"):
+        sha256(tmp_path / "pipe")
+    (tmp_path / "f").write_bytes(b"abc")
+    assert sha256(tmp_path / "f") == (
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    )

@@ -33,8 +33,9 @@ def create(path: Path) -> BinaryIO:
 
 
 def sha256(path: Path) -> str:
-    """Hex SHA-256 of a regular file (a FIFO or device is refused: it could be read forever)."""
-    with open(path, "rb") as f:
+    """Hex SHA-256 of a regular file (a FIFO or device is refused: it could be read forever;
+    opened without blocking, so a FIFO with no writer cannot hold the open either)."""
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             raise ValueError(f"{path} is not a regular file")
         return hashlib.file_digest(f, "sha256").hexdigest()
