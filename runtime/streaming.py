@@ -85,7 +85,10 @@ class StreamLocalizer:
 
     def take(self, count: int, ended: bool = False) -> np.ndarray:
         """The next `count` ready snippets as (count, k, H, W, 3) uint8; frames no later snippet
-        needs are dropped."""
+        needs are dropped. Taking a snippet before its frames are here (or, once the stream has
+        `ended`, one past its end) is a caller's bug: it would encode clamped frames silently."""
+        if not 0 <= count <= self.ready(ended):
+            raise ValueError(f"{self.video}: {count} snippets asked, {self.ready(ended)} ready")
         g = self.m.grid
         idx = g.frame_indices(self.next_snippet, count, self.n_frames) - self.frame_base
         clip = _gather(self.frames, idx)

@@ -91,6 +91,8 @@ def test_finalize_clips_drops_empty_ranks_and_caps():
             [30, 30.0000005, 0.98, 0],  # shorter than 1e-6: dropped
             [50, 60, 0.6, 0],
             [70, 80, 0.6, 1],  # ties on score rank by start
+            [-5, -1, 0.97, 1],  # wholly before the video: clipped to [0, 0], dropped
+            [0, 1e-6, 0.96, 1],  # 1e-6 long: empty, dropped
         ]
     )
     out = finalize(c, 100.0, PostConfig(nms="hard"))
@@ -100,6 +102,8 @@ def test_finalize_clips_drops_empty_ranks_and_caps():
         (70, 80, 0.6, 1),
         (0, 4, 0.5, 0),
     ]
+    kept = finalize(cands([[0, 0.5, 0.9, 0], [40, 40 + 1.5e-6, 0.8, 1]]), 100.0, PostConfig())
+    assert list(zip(kept.start, kept.end)) == [(0, 0.5), (40, 40 + 1.5e-6)]  # short, not empty
     top2 = finalize(c, 100.0, PostConfig(nms="hard", max_segments=2))
     assert list(top2.score) == [0.7, 0.6] and list(top2.start) == [95, 50]
     assert len(finalize(c, 100.0, PostConfig(nms="hard", max_segments=2), cap=False)) == 4
@@ -248,3 +252,27 @@ def test_defaults_agree_with_the_trainers_and_from_dict_takes_known_keys():
     assert PostConfig() == PostConfig(0.05, "soft", 0.5, 0.5, 0.001, 100)
     got = PostConfig.from_dict({"nms": "hard", "iou_threshold": 0.3, "unknown": 1})
     assert got == PostConfig(nms="hard", iou_threshold=0.3)
+    # shared by every stream of a bundle: nobody may change it under the others
+    with pytest.raises(AttributeError):
+        got.nms = "soft"  # type: ignore[misc]
+
+
+def test_the_memory_bound_counts_only_what_stays_pending():
+    # one group final now and two waiting, max_pending 2: the two waiting are within the bound
+    fin = StreamingFinalizer(PostConfig(nms="hard"), max_pending=2)
+    out = fin.push(cands([[0, 5, 0.5, 0], [10, 50, 0.8, 0], [30, 60, 0.9, 1]]), safe_before=6.0)
+    assert list(out.start) == [0] and len(fin.pending) == 2
+
+
+def test_the_finaliser_never_applies_the_per_video_cap():
+    # the cap is per video (the localizer keeps the top ones for the results file); events final
+    # together are all emitted, however many
+    fin = StreamingFinalizer(PostConfig(nms="hard", max_segments=3))
+    rows = [[10 * i, 10 * i + 5, 0.5 + 0.01 * i, 0] for i in range(8)]
+    assert len(fin.push(cands(rows), safe_before=100.0)) == 8
+
+
+def test_head_geometry_is_frozen():
+    geo = HeadGeometry(["a"], GRID, [1], 4.0, PostConfig())
+    with pytest.raises(AttributeError):
+        geo.max_reach = 8.0  # type: ignore[misc]

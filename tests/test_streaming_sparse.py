@@ -15,10 +15,12 @@ import pytest
 from lofi.runtime.bundle import Manifest
 from lofi.runtime.postprocess import LevelOutputs, PostConfig
 from lofi.runtime.snippets import SnippetGrid
+from lofi.runtime.stats import StageClock
 from lofi.runtime.streaming import StreamLocalizer, localize_offline
 
 FPS = 10.0
 GRID = SnippetGrid(fps=FPS, k=2, frame_stride=1, hop=1.0)  # snippet i: frames i, i + 1
+HOP2 = SnippetGrid(fps=FPS, k=3, frame_stride=2, hop=2.0)  # snippet i: frames 2i, 2i + 2, 2i + 4
 STRIDES = [1, 2]
 RADIUS = 2  # box filter half-width, in positions of each level
 WINDOW, CONTEXT = 8, 6  # the filter reaches 2 * RADIUS = 4 snippets back, 5 ahead: 6 covers it
@@ -31,10 +33,10 @@ class BoxFilterModels:
     s snippets, summed over 2 * RADIUS + 1 positions (zero beyond the input, as a convolution
     pads); class logit 6 q - 4 (fires where q > 0.18; the background scores 0.018), distances 1 + 2 q in strides each way."""
 
-    def __init__(self, post: PostConfig) -> None:
+    def __init__(self, post: PostConfig, grid: SnippetGrid = GRID, window: int = WINDOW) -> None:
         self.manifest = Manifest(
             labels=["red", "green"],
-            grid=GRID,
+            grid=grid,
             height=1,
             width=1,
             mean=[0.0, 0.0, 0.0],
@@ -45,7 +47,7 @@ class BoxFilterModels:
             files={},
             engines=[],
             strides=STRIDES,
-            window=WINDOW,
+            window=window,
             context=CONTEXT,
             max_reach=MAX_REACH,
         )
@@ -114,11 +116,16 @@ def test_a_long_sparse_stream_equals_offline_and_emits_early(nms, batch):
     assert len(events) > 40
     offline, _ = localize_offline(models, frames, "v")
     emitted: list[tuple[float, float]] = []
-    loc = StreamLocalizer(models, "v", batch, on_event=lambda s, now: emitted.append((s, now)))
+    clock = StageClock()
+    loc = StreamLocalizer(
+        models, "v", batch, on_event=lambda s, now: emitted.append((s, now)), clock=clock
+    )
     for f in frames:
         loc.push(f)
     loc.finish()
-    assert loc.head_calls > 250
+    assert loc.head_calls == n_frames // WINDOW == clock.calls["head"]  # 2399 snippets, padded
+    assert clock.items["head"] == clock.items["postprocess"] == n_frames
+    assert clock.items["encoder"] == GRID.count(n_frames)
     assert len(offline) > 60  # many events to compare, not two empty lists
     assert_same_events([s for s, _ in emitted], offline)
     assert_same_events(loc.results(), offline)
@@ -131,9 +138,14 @@ def test_a_long_sparse_stream_equals_offline_and_emits_early(nms, batch):
     duration = n_frames / FPS
     soonest = (MAX_REACH + CONTEXT) / FPS
     latest = (MAX_REACH + WINDOW + CONTEXT + batch - 1) / FPS
+    n_snippets = GRID.count(n_frames)
     for s, now in emitted:
         end = ends[(s.label, s.start, s.end)]
         assert min(end + soonest, duration) - 1e-9 <= now <= end + latest + 1e-9, (s, now, end)
+        if batch == 1:  # exactly: after the first window whose end lies a reach past the group
+            b = WINDOW * math.ceil((GRID.index(end) + MAX_REACH - 1e-9) / WINDOW)
+            seen = GRID.last_frame_needed(b + CONTEXT - 1) + 1
+            assert now == (seen / FPS if b + CONTEXT <= n_snippets else duration), (s, now, end)
     # so nearly all long before the end of the video
     early = sum(now < duration - 10.0 for _, now in emitted)
     assert early >= 0.9 * len(emitted)
@@ -187,6 +199,7 @@ def test_the_stream_keeps_its_buffers_small():
         loc.push(f)
         most = np.maximum(most, [len(loc.frames), len(loc.feats), len(loc.finalizer.pending)])
     total = len(loc.emitted) + len(loc.finish())
+    assert loc.batch == 16 and all(not level for level in loc.recorded)  # nothing kept unasked
     assert most[0] <= loc.batch + GRID.span and most[1] <= WINDOW + 2 * CONTEXT + loc.batch
     assert most[2] < 200 < 2 * most[2] < total
 
@@ -206,12 +219,19 @@ def shared_encoder_stream(models, frames: np.ndarray, record: bool = False) -> S
     return loc
 
 
+@pytest.mark.parametrize(
+    "grid, window", [(GRID, WINDOW), (HOP2, WINDOW), (GRID, 4)], ids=["hop1", "hop2", "narrow"]
+)
 @pytest.mark.parametrize("n_frames", [1, 2, 5, 9, 17, 37, 301])
-def test_shared_encoder_streams_of_any_length_equal_offline(n_frames):
-    # lengths around a snippet, a window, a window with its margin and many windows; the head's
-    # outputs themselves are recorded and equal offline's position for position
-    models = BoxFilterModels(POSTS["soft"])
-    frames = np.zeros((n_frames, 1, 1, 3), dtype=np.uint8)
+def test_shared_encoder_streams_of_any_length_equal_offline(n_frames, grid, window):
+    # lengths around a snippet, a window, a window with its margin and many windows, on a grid
+    # of overlapping snippets, on one whose snippets skip frames, and with windows narrower
+    # than their margin; the head's outputs themselves are recorded and equal offline's
+    # position for position
+    models = BoxFilterModels(POSTS["soft"], grid, window)
+    # faint noise under the threshold makes every frame distinct: a snippet built from the wrong
+    # frames changes the recorded outputs
+    frames = np.random.default_rng(n_frames).integers(0, 6, (n_frames, 1, 1, 3), dtype=np.uint8)
     frames[n_frames // 3 : n_frames // 3 + 6, ..., 0] = 255
     frames[-4:, ..., 1] = 255  # an event running into the end
     offline, outputs = localize_offline(models, frames, "v")
@@ -220,7 +240,46 @@ def test_shared_encoder_streams_of_any_length_equal_offline(n_frames):
     assert_same_events(loc.emitted, offline)
     for (c0, r0), (c1, r1) in zip(outputs, loc.recorded_outputs()):
         assert c0.shape == c1.shape and np.array_equal(c0, c1) and np.array_equal(r0, r1)
-    assert len(loc.frames) <= GRID.span and len(loc.feats) <= WINDOW + 2 * CONTEXT
+    assert len(loc.frames) <= grid.span and len(loc.feats) <= window + 2 * CONTEXT
+    # and the localizer's own encoder batches (the last one short) give the same events
+    pushed = StreamLocalizer(models, "v")
+    for f in frames:
+        pushed.push(f)
+    pushed.finish()
+    assert_same_events(pushed.emitted, offline)
+
+
+@pytest.mark.parametrize("grid", [GRID, HOP2], ids=["hop1", "hop2"])
+def test_a_snippet_is_ready_once_its_last_frame_is_here(grid):
+    # ready() counts snippets whose frames have all arrived; once the stream has ended, the
+    # rest too (the last snippets repeat the last frame)
+    loc = StreamLocalizer(BoxFilterModels(POSTS["soft"], grid), "v")
+    frame = np.zeros((1, 1, 3), dtype=np.uint8)
+    for n in range(1, 30):
+        loc.add_frame(frame)
+        assert loc.ready() == sum(grid.last_frame_needed(i) < n for i in range(n)), n
+        assert loc.ready(ended=True) == grid.count(n)
+    assert loc.ready() == (29 - grid.span) // int(grid.hop) + 1
+
+
+def test_a_snippet_cannot_be_taken_before_its_frames():
+    # 4 frames of 6-frame snippets: none complete, one once the stream has ended
+    loc = StreamLocalizer(BoxFilterModels(POSTS["soft"], HOP2), "v")
+    frame = np.zeros((1, 1, 3), dtype=np.uint8)
+    for _ in range(4):
+        loc.add_frame(frame)
+    with pytest.raises(ValueError, match="v: 1 snippets asked, 0 ready"):
+        loc.take(1)
+    assert loc.take(1, ended=True).shape == (1, 3, 1, 1, 3)  # the last frame repeated
+    with pytest.raises(ValueError, match="1 snippets asked, 0 ready"):
+        loc.take(1, ended=True)
+
+
+def test_the_localizer_kinds_say_who_encodes():
+    # the pipeline batches encoder calls across StreamLocalizers; a whole-video one encodes alone
+    from lofi.runtime.streaming import WholeVideoLocalizer
+
+    assert StreamLocalizer.shares_encoder is True and WholeVideoLocalizer.shares_encoder is False
 
 
 def test_an_empty_stream_emits_nothing():
@@ -247,3 +306,27 @@ def test_the_kept_events_are_capped_and_still_the_offline_top():
     assert len(offline) == 5 and len(events) > 50 and most <= 10
     assert_same_events(loc.results(), offline, tol=0)
     assert [s.score for s in loc.results()] == sorted((s.score for s in offline), reverse=True)
+
+
+def test_events_are_stamped_with_the_frames_the_head_has_seen():
+    # the pipeline may decode frames ahead of the encoder: emitted_at is the time of the last
+    # frame behind the features the head has used, not of the last frame decoded, so frames all
+    # added first and features handed over one snippet at a time stamp events as a stream that
+    # decodes one frame at a time does
+    models = BoxFilterModels(POSTS["soft"])
+    frames, _ = sparse_video(2, 600)
+    pushed: list[tuple] = []
+    loc = StreamLocalizer(models, "v", 1, on_event=lambda s, now: pushed.append((s, now)))
+    for f in frames:
+        loc.push(f)
+    loc.finish()
+    ahead: list[tuple] = []
+    loc = StreamLocalizer(models, "v", on_event=lambda s, now: ahead.append((s, now)))
+    for f in frames:
+        loc.add_frame(f)
+    while loc.ready():
+        loc.add_features(models.encode(loc.take(1)))
+    if rest := loc.ready(ended=True):
+        loc.add_features(models.encode(loc.take(rest, ended=True)))
+    loc.close()
+    assert ahead == pushed and sum(now < 50.0 for _, now in ahead) > 10
