@@ -358,8 +358,8 @@ class VideoReader:
                         raise LofiError(f"{self.source}: {reason}")
                     self.cut_short = reason
                     return
-                if packet.stream.index != stream.index:
-                    continue
+                if not self.is_file and packet.stream.index != stream.index:
+                    continue  # a file is demuxed for its video stream alone
                 self._fed += packet.size > 0
                 try:
                     frames = packet.decode()

@@ -12,15 +12,19 @@ MAX_NAME_BYTES = 255
 
 def file_name(name: object, what: str) -> str:
     """A single path component safe to create in any folder: a non-empty string, no separator,
-    not `.` or `..`, no control character, at most 255 bytes in UTF-8."""
+    not `.` or `..`, no control character, valid Unicode, at most 255 bytes in UTF-8."""
     if not isinstance(name, str) or not name:
         raise LofiError(f"{what} must be a non-empty string, got {shown(name)}")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no file system can store it
+        size = MAX_NAME_BYTES + 1
     bad = (
         "/" in name
         or "\\" in name
         or name in (".", "..")
         or any(ord(c) < 32 or ord(c) == 127 for c in name)
-        or len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES
+        or size > MAX_NAME_BYTES
     )
     if bad:
         raise LofiError(

@@ -109,7 +109,7 @@ CASES = {
     "stream: manifest not UTF-8": (
         stream_cli,
         ["{d}/notes.txt", "--bundle", "{d}/bundle"],
-        "not valid JSON",
+        "is not UTF-8 text",
     ),
     "stream: manifest not an object": (
         stream_cli,
