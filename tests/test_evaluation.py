@@ -291,7 +291,9 @@ def test_non_finite_predictions_are_refused_field_by_field():
         Segment("v", "a", 10, float("inf"), 0.9),
         Segment("v", "a", float("-inf"), 20, 0.9),
     ):
-        with pytest.raises(LofiError, match="video 'v' \\('a'\\) has a non-finite score or segment"):
+        with pytest.raises(
+            LofiError, match="video 'v' \\('a'\\) has a non-finite score or segment"
+        ):
             evaluate(gt, [bad], [0.5])
 
 
