@@ -138,3 +138,11 @@ def test_shown_is_short_escaped_and_never_raises():
     assert "too long" in shown([10**5000])
     assert len(shown({"k": ["v" * 10**6] * 10**5})) <= 63
     assert shown(True) == "True" and shown(None) == "None" and shown(1.5) == "1.5"
+
+
+def test_the_documented_limits():
+    """docs/RELIABILITY.md quotes these limits; changing one changes the table with it."""
+    assert (MAX_DEPTH, MAX_INT_DIGITS, MAX_NAME_BYTES) == (64, 30, 255)
+    from lofi.runtime.documents import MAX_DOCUMENT_BYTES
+
+    assert MAX_DOCUMENT_BYTES == 512 * 2**20
