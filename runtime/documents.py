@@ -70,14 +70,10 @@ def parse_json(text: str, where: str, max_depth: int = MAX_DEPTH) -> Any:
     return data
 
 
-def read_json(
-    path: str | Path,
-    what: str,
-    max_bytes: int = MAX_DOCUMENT_BYTES,
-    max_depth: int = MAX_DEPTH,
-) -> Any:
-    """Read a JSON document from a file: missing, too large, not UTF-8 or not JSON is one line
-    naming the file. Returns the parsed value (callers check its shape and fields)."""
+def read_text(path: str | Path, what: str, max_bytes: int, not_utf8_hint: str = "") -> str:
+    """A document's text: missing, larger than `max_bytes` or not UTF-8 is one line naming the
+    file (`not_utf8_hint` ends the last). Reads at most one byte past the limit, so a huge file
+    costs nothing."""
     path = Path(path)
     if not path.is_file():
         raise LofiError(f"{what} not found: {path}")
@@ -86,7 +82,20 @@ def read_json(
     if len(raw) > max_bytes:
         raise LofiError(f"{what} {path} is larger than {max_bytes} bytes")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise LofiError(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+        raise LofiError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start}){not_utf8_hint}"
+        ) from None
+
+
+def read_json(
+    path: str | Path,
+    what: str,
+    max_bytes: int = MAX_DOCUMENT_BYTES,
+    max_depth: int = MAX_DEPTH,
+) -> Any:
+    """Read a JSON document from a file: missing, too large, not UTF-8 or not JSON is one line
+    naming the file. Returns the parsed value (callers check its shape and fields)."""
+    text = read_text(path, what, max_bytes)
     return parse_json(text, f"{what} {path}", max_depth)

@@ -18,7 +18,7 @@ from typing import Any
 import click
 import yaml
 from lofi.runtime.bounds import MAX_NUMBER_CHARS, OptionError
-from lofi.runtime.documents import MAX_DEPTH
+from lofi.runtime.documents import MAX_DEPTH, read_text
 from lofi.runtime.errors import SHOWN_CHARS, LofiError, shown
 from lofi.trainer.schema import Config, field_type, validate
 
@@ -124,18 +124,7 @@ def read_yaml(path: str | Path) -> dict:
     """A config file's mapping: UTF-8 text of at most MAX_CONFIG_BYTES, valid YAML within the
     document limits, a mapping at the top level (or empty)."""
     p = Path(path)
-    if not p.is_file():
-        raise LofiError(f"config not found: {p}")
-    with p.open("rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise LofiError(f"config {p} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise LofiError(
-            f"config {p} is not UTF-8 text (byte {exc.start}): save it as UTF-8"
-        ) from None
+    text = read_text(p, "config", MAX_CONFIG_BYTES, ": save it as UTF-8")
     data = parse_yaml(text, f"config {p}")
     if data is None:
         return {}
