@@ -66,8 +66,11 @@ def average_precision(
     tious: list[float],
     ambiguous: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """AP of one class at each threshold. Predictions are ranked by score (stable for ties);
-    each takes the unmatched ground truth of its video with the highest tIoU >= threshold.
+    """AP of one class at each threshold. Predictions are ranked by score and each takes the
+    unmatched ground truth of its video with the highest tIoU >= threshold; ties in either are
+    broken as the official ActivityNet code breaks them (`argsort()[::-1]`, numpy's default
+    sort, over the predictions in file order and the video's ground truth in file order), so
+    even a tie that decides a match gives the official AP.
     A prediction left unmatched that overlaps one of its video's `ambiguous` spans is ignored
     (neither a true nor a false positive), as THUMOS14's official evaluation does."""
     ap = np.zeros(len(tious))
@@ -78,7 +81,7 @@ def average_precision(
     for i, g in enumerate(gts):
         by_video[g.video].append(i)
     gt_arr = np.array([[g.start, g.end] for g in gts])
-    order = sorted(range(len(preds)), key=lambda i: -preds[i].score)
+    order = np.argsort(np.array([p.score for p in preds]))[::-1]
     tp = np.zeros((len(tious), len(preds)))
     fp = np.zeros((len(tious), len(preds)))
     locked = np.full((len(tious), len(gts)), False)
@@ -90,7 +93,7 @@ def average_precision(
             fp[:, rank] = miss
             continue
         ious = segment_iou(np.array([p.start, p.end]), gt_arr[cand])
-        by_iou = np.argsort(-ious, kind="stable")
+        by_iou = np.argsort(ious)[::-1]
         for t, thr in enumerate(tious):
             for j in by_iou:
                 if ious[j] < thr:

@@ -327,3 +327,19 @@ def test_tables_to_the_character():
     thumos = MapReport([0.3, 0.5], [0.125, 0.25], 0.1875, {"a": [0.125, 0.25]})
     assert thumos.table() == "mAP@   0.30    0.50     avg\n      12.50   25.00   18.75"
     assert thumos.class_table().splitlines()[1] == "a       12.50   25.00   18.75"
+
+
+def test_score_ties_rank_as_the_official_code_ranks_them():
+    """Two predictions of one score: the official `argsort()[::-1]` ranks the later one in the
+    file first, here a false positive, so AP is 0.5 (a stable sort would give 1.0)."""
+    gts = [Segment("v", "a", 0.0, 10.0)]
+    preds = [Segment("v", "a", 1.0, 9.0, 0.9), Segment("v", "a", 50.0, 60.0, 0.9)]
+    assert average_precision(gts, preds, [0.5]).tolist() == [0.5]
+
+
+def test_tiou_ties_pick_the_ground_truth_the_official_code_picks():
+    """A prediction with equal tIoU to two ground truths takes the later one (reversed argsort),
+    so a second prediction that only fits that one is a false positive: AP 0.5, not 1.0."""
+    gts = [Segment("v", "a", 0.0, 10.0), Segment("v", "a", 10.0, 20.0)]
+    preds = [Segment("v", "a", 5.0, 15.0, 0.9), Segment("v", "a", 10.0, 20.0, 0.8)]
+    assert average_precision(gts, preds, [0.3]).tolist() == [0.5]
