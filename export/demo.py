@@ -13,11 +13,12 @@ from importlib.resources import files
 from pathlib import Path
 
 import click
-from lofi.runtime.annotations import Segment, load_ground_truth, results_json, write_json
+from lofi.runtime.annotations import Segment, load_ground_truth, results_json
 from lofi.runtime.bounds import SEED, Number
 from lofi.runtime.decode import read_video
 from lofi.runtime.errors import cli_errors
 from lofi.runtime.evaluation import TIOU_PRESETS, evaluate
+from lofi.runtime.outputs import write_json
 from lofi.runtime.pipeline import planned_models, stream_sources
 from lofi.runtime.plots import plot_timelines
 from lofi.runtime.streaming import localize_offline
@@ -128,10 +129,10 @@ def main(out, config_path, seed, overrides, small) -> None:
         for v, src in zip(val.videos, sources)
         for seg in localize_offline(models, read_video(src, m.grid.fps, (m.height, m.width)), v)[0]
     ]
-    write_json(out / "results.json", results_json(preds, list(results)))
-    write_json(out / "stream_stats.json", stats)
+    write_json(out / "results.json", "results", results_json(preds, list(results)))
+    write_json(out / "stream_stats.json", "stream stats", stats)
     baseline = whole_video_baseline(val)
-    write_json(out / "baseline_results.json", results_json(baseline))
+    write_json(out / "baseline_results.json", "baseline results", results_json(baseline))
     tious = TIOU_PRESETS["anet"]
     model_report = evaluate(val, preds, tious)
     base_report = evaluate(val, baseline, tious)
@@ -139,6 +140,7 @@ def main(out, config_path, seed, overrides, small) -> None:
     train_report = json.loads((runs / "head" / "metrics.json").read_text()).get("validation")
     write_json(
         out / "report.json",
+        "report",
         {
             "model": model_report.as_json(),
             "baseline": base_report.as_json(),

@@ -195,12 +195,6 @@ def results_json(segments: list[Segment], videos: list[str] | None = None) -> di
     return {"version": RESULTS_VERSION, "results": results, "external_data": {}}
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
 def event_line(segment: Segment, emitted_at: float) -> str:
     """One JSON line per finished action, in the DESIGN.md event schema."""
     return json.dumps(

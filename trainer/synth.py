@@ -19,9 +19,10 @@ from pathlib import Path
 
 import av
 import numpy as np
-from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo, ground_truth_json, write_json
+from lofi.runtime.annotations import GroundTruth, Segment, VideoInfo, ground_truth_json
 from lofi.runtime.bounds import DURATION, FPS, FRACTION, FRAME_SIDE, SEED, Bound
 from lofi.runtime.errors import LofiError
+from lofi.runtime.outputs import write_json
 from lofi.runtime.paths import inside
 
 UNTRIMMED_MOTIONS = [
@@ -361,8 +362,12 @@ def generate(out: Path, cfg: SynthConfig, progress=None) -> dict[str, Path]:
         done += 1
         if progress:
             progress(done, total)
-    write_json(out / "annotations.json", ground_truth_json(GroundTruth(videos, labels)))
-    write_json(out / "clips.json", ground_truth_json(GroundTruth(clips, clip_labels)))
+    write_json(
+        out / "annotations.json", "annotations", ground_truth_json(GroundTruth(videos, labels))
+    )
+    write_json(
+        out / "clips.json", "clip annotations", ground_truth_json(GroundTruth(clips, clip_labels))
+    )
     return {
         "videos": out / "videos",
         "annotations": out / "annotations.json",
