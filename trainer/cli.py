@@ -297,9 +297,11 @@ def _stage_command(stage: str, help_text: str) -> None:
     @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
     @cli_errors
     def command(config_path, overrides, run_dir, resume, device) -> None:
+        from lofi.trainer.run import check_run_folder
         from lofi.trainer.stages import RUNNERS
 
         cfg = load_config(config_path, list(overrides))
+        check_run_folder(run_dir, cfg, config_path)
         with working_on(f"the run folder {named(run_dir)}"):
             ckpt = RUNNERS[stage](cfg, Path(run_dir), resume, device)
         click.echo(f"{stage}: checkpoint {ckpt}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lofi.runtime.errors import LofiError
+from lofi.runtime.outputs import PathLike, check_outputs
 from lofi.trainer.checkpoint import load_checkpoint, save_checkpoint
 from lofi.trainer.plots import plot_curves
 from lofi.trainer.schema import Config
@@ -30,13 +31,43 @@ def _tty() -> bool:
     return sys.stderr.isatty()
 
 
+RUN_FILES = {
+    "checkpoint": "checkpoint.pt",
+    "best checkpoint": "best.pt",
+    "log": "train.log",
+    "config record": "config.json",
+    "metrics": "metrics.json",
+    "metrics table": "metrics.csv",
+    "curves": "curves.png",
+}
+
+
+def check_run_folder(folder: PathLike, cfg: Config, config_path: PathLike | None) -> None:
+    """Before any work: no file the run writes in `folder` may be one of its inputs (the config,
+    a stage's init checkpoint, pretrained weights, the annotations), as `lofi.init=runs/x/best.pt
+    --run-dir runs/x` would be: the first better epoch overwrote the checkpoint it started from."""
+    inputs = [
+        ("config", config_path),
+        ("pretrain.init checkpoint", cfg.pretrain.init),
+        ("lofi.init checkpoint", cfg.lofi.init),
+        ("head.init checkpoint", cfg.head.init),
+        ("model.weights file", cfg.model.weights),
+        ("data.annotations file", cfg.data.annotations),
+        ("data.clips file", cfg.data.clips),
+    ]
+    check_outputs(
+        {f"--run-dir's {what}": Path(folder) / name for what, name in RUN_FILES.items()},
+        [(what, path) for what, path in inputs if path],
+    )
+
+
 class Run:
     def __init__(self, folder: Path, cfg: Config, stage: str, main: bool = True):
         self.folder = Path(folder)
         self.config = cfg.to_dict()  # as config.json and every checkpoint store it
         self.stage, self.main = stage, main
-        self.ckpt_path = self.folder / "checkpoint.pt"
-        self.best_path = self.folder / "best.pt"
+        self.ckpt_path = self.folder / RUN_FILES["checkpoint"]
+        self.best_path = self.folder / RUN_FILES["best checkpoint"]
         self.metrics: dict[str, Any] = {"stage": stage, "epochs": []}
         self.tb = None
         self.log = logging.getLogger(f"lofi.{stage}.{self.folder}")
@@ -46,10 +77,10 @@ class Run:
         self.log.setLevel(logging.INFO)
         self.log.propagate = False
         if not self.log.handlers:
-            h = logging.FileHandler(self.folder / "train.log")
+            h = logging.FileHandler(self.folder / RUN_FILES["log"])
             h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             self.log.addHandler(h)
-        (self.folder / "config.json").write_text(json.dumps(self.config, indent=1))
+        (self.folder / RUN_FILES["config record"]).write_text(json.dumps(self.config, indent=1))
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -78,14 +109,14 @@ class Run:
     def write_metrics(self) -> None:
         if not self.main:
             return
-        (self.folder / "metrics.json").write_text(json.dumps(self.metrics, indent=1))
+        (self.folder / RUN_FILES["metrics"]).write_text(json.dumps(self.metrics, indent=1))
         epochs = self.metrics["epochs"]
         keys = list(dict.fromkeys(k for e in epochs for k in e))
-        with open(self.folder / "metrics.csv", "w", newline="") as f:
+        with open(self.folder / RUN_FILES["metrics table"], "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=keys)
             writer.writeheader()
             writer.writerows(epochs)
-        plot_curves(epochs, self.folder / "curves.png", self.stage)
+        plot_curves(epochs, self.folder / RUN_FILES["curves"], self.stage)
 
     def save(self, payload: dict[str, Any], best: bool = False) -> None:
         if not self.main:
