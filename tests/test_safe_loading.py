@@ -177,3 +177,17 @@ def test_a_pickle_claiming_a_huge_storage_is_refused_without_allocating(tmp_path
     with pytest.raises(LofiError, match=r"cannot read checkpoint .*record size") as err:
         load_checkpoint(bomb)
     assert "\n" not in str(err.value)
+
+
+def test_pretrained_weights_get_the_same_zip_checks(tmp_path, monkeypatch):
+    """model.weights files are user files too: a compressed bomb is refused before torch.load."""
+    import zipfile
+
+    from lofi.trainer.pretrained import _read
+
+    path = _torch_zip(
+        tmp_path, {"archive/data.pkl": b"\0" * (64 << 20)}, method=zipfile.ZIP_DEFLATED
+    )
+    _never_loaded(monkeypatch)
+    with pytest.raises(LofiError, match=r"refusing pretrained weights .*data.pkl' is compressed"):
+        _read(path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,14 @@ def _unflatten_mobilenet(state: dict[str, torch.Tensor], net: nn.Module) -> dict
 
 
 def _read(path: Path) -> Mapping:
+    """A zip archive (torch >= 1.6) gets the checkpoint's zip-bomb checks first; the legacy
+    format of older releases (TSM's) is read as before."""
+    from lofi.trainer.checkpoint import check_archive
+
     if not path.is_file():
         raise LofiError(f"pretrained weights not found: {path}")
+    if zipfile.is_zipfile(path):
+        check_archive(path, "pretrained weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
