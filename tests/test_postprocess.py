@@ -53,6 +53,13 @@ def test_hard_nms_suppresses_from_the_kept_ones_only():
     assert list(zip(kept.start, kept.end, kept.score)) == [(0, 10, 0.9), (10, 20, 0.7)]
 
 
+def test_soft_nms_decays_instead_of_removing():
+    c = cands([[0, 10, 0.9, 0], [0, 10, 0.8, 0]])
+    out = nms(c, PostConfig(nms="soft", sigma=0.5))
+    assert len(out) == 2
+    assert np.isclose(sorted(out.score)[0], 0.8 * np.exp(-1 / 0.5))
+
+
 def test_soft_nms_decays_partial_overlaps_by_the_gaussian():
     # [0, 10] 0.9 is kept first; [5, 15] (tIoU 1/3) and [0, 5] (tIoU 1/2) decay by
     # exp(-tIoU^2 / sigma); [5, 15] then ranks above [0, 5] and does not touch it (tIoU 0)
