@@ -60,8 +60,6 @@ def main(checkpoint, out, fp16, trt, trt_shapes, workspace, timing_cache, check)
         raise LofiError("give CHECKPOINT and OUT (or --check BUNDLE)")
     if not trt and (trt_shapes or timing_cache):
         raise LofiError("--trt-shapes and --timing-cache apply only with --trt")
-    if workspace <= 0:
-        raise LofiError(f"--workspace must be positive, not {workspace}")
     out_dir, full = Path(out), Path(out).resolve()
     check_output_folder(
         "OUT",
