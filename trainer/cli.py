@@ -81,8 +81,8 @@ def synth_cmd(
     difficulty,
 ) -> None:
     """Write the Synth-TAL benchmark to OUT (videos/, annotations.json, clips/, clips.json)."""
-    h, w = _pair(size, "x", "--size")
-    lo, hi = _pair(duration, ":", "--duration", float)
+    h, w = _pair(size, "x")
+    lo, hi = _pair(duration, ":", float)
     cfg = SynthConfig(
         train_videos,
         val_videos,
@@ -102,12 +102,10 @@ def synth_cmd(
     click.echo(f"wrote {paths['annotations']} and {paths['clips_json']}")
 
 
-def _pair(text: str, sep: str, name: str, kind=int):
-    try:
-        a, b = (kind(x) for x in text.split(sep))
-    except ValueError:
-        raise LofiError(f"{name} must look like A{sep}B: {text!r}") from None
-    return a, b
+def _pair(text: str, sep: str, kind=int):
+    """The two numbers of a value a `Pair` option type has already checked."""
+    a, b = text.split(sep)
+    return kind(a), kind(b)
 
 
 @data_cli.command("prepare")
@@ -157,9 +155,7 @@ def prepare_cmd(annotations, video_root, out, fps, size, fmt, quality, workers, 
     work goes, so running the command again continues where it stopped. Exit status 1 when a
     video was left out.
     """
-    h, w = _pair(size, "x", "--size")
-    if not (fps > 0 and h > 0 and w > 0):
-        raise LofiError(f"--fps and --size must be positive: {fps:g}, {size}")
+    h, w = _pair(size, "x")
     # the cache's index (and its temp file) must not be the annotation file
     index = Path(out) / "index.json"
     check_outputs(
@@ -334,7 +330,7 @@ def plan_cmd(config_path, overrides, size, memory, json_out) -> None:
     from lofi.trainer.planner import format_plan, parse_bytes, plan_memory
 
     cfg = load_config(config_path, list(overrides))
-    h, w = _pair(size, "x", "--size")
+    h, w = _pair(size, "x")
     budget = parse_bytes(memory) if memory else None
     rows = plan_memory(cfg, (h, w))
     click.echo(format_plan(rows, budget))
