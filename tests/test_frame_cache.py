@@ -4,6 +4,7 @@ of another format or damaged files are refused in one line."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def smooth_frames(n: int = 6, h: int = 24, w: int = 40) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["jpeg", "npy"])
 def test_stored_frames_read_back_like_an_array(tmp_path, fmt):
     frames = smooth_frames()
-    write_frames(tmp_path / "v", frames, fmt, quality=95)
+    digest = write_frames(tmp_path / "v", frames, fmt, quality=95)
+    assert digest == hashlib.sha256((tmp_path / "v").read_bytes()).hexdigest()
     store = open_frames(tmp_path / "v", fmt)
     whole = np.asarray(store)
     assert len(store) == 6 and whole.shape == frames.shape and whole.dtype == np.uint8

@@ -41,11 +41,24 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+class _Hashing:
+    """A file opened for writing that hashes every byte written through it (np.save and the
+    JPEG packer only call `write`), so a stored file's SHA-256 needs no second read."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f, self.hash = f, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self.f.write(data)
+
+
 def write_frames(path: Path, frames: np.ndarray, fmt: str, quality: int = 90) -> str:
     """Store (T, H, W, 3) uint8 frames at `path` in format `fmt`, atomically; the file's
     SHA-256."""
     tmp = path.with_name(path.name + TMP)
-    with create(tmp) as f:
+    with create(tmp) as raw:
+        f = _Hashing(raw)
         if fmt == "npy":
             np.save(f, frames)
         else:
@@ -57,9 +70,8 @@ def write_frames(path: Path, frames: np.ndarray, fmt: str, quality: int = 90) ->
                 offsets.append(offsets[-1] + data.getbuffer().nbytes)
             f.write(np.asarray(offsets, dtype=np.int64).tobytes())
             f.write(np.int64(len(frames)).tobytes())
-    digest = sha256(tmp)
     os.replace(tmp, path)
-    return digest
+    return f.hash.hexdigest()
 
 
 class JpegFrames:
