@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
+from lofi.runtime.bounds import WEEK
 from lofi.runtime.errors import LofiError, shown
 from lofi.trainer.frame_cache import VIDEO_EXTS, cache_name
 
 SUBSETS = {"val": "training", "test": "validation"}
-MAX_SECONDS = 7 * 24 * 3600.0  # a time on a video's timeline: at most a week
+MAX_SECONDS = WEEK  # a time on a video's timeline: at most a week
 AMBIGUOUS = "Ambiguous"
 CLASSES = [
     "BaseballPitch",
