@@ -31,13 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {
-    "runtime": "runtime",
-    "trainer": "trainer",
-    "export": "export",
-    "cpp_ext": "cpp_ext",
-    "configs": "configs",
-}
+PACKAGES = ("runtime", "trainer", "export", "cpp_ext", "configs")  # lofi.X is the folder X
 COMPARE_SWAPS = {
     ast.Lt: ast.LtE,
     ast.LtE: ast.Lt,
@@ -168,7 +162,7 @@ class _Replace(ast.NodeTransformer):
 
 def mutants(source: str, lines: tuple[int, int] | None) -> list[tuple[Mutant, str]]:
     tree = ast.parse(source)
-    skip_ids = _docstring_nodes(tree)
+    skip_ids = _docstring_nodes(tree) | _annotation_nodes(tree)
     text_lines = source.splitlines()
     order: list[ast.AST] = []
 
@@ -182,8 +176,6 @@ def mutants(source: str, lines: tuple[int, int] | None) -> list[tuple[Mutant, st
     for position, node in enumerate(order):
         if id(node) in skip_ids or not hasattr(node, "lineno"):
             continue
-        if _in_annotation_or_index(node, tree):
-            continue
         line = node.lineno
         if lines and not lines[0] <= line <= lines[1]:
             continue
@@ -196,27 +188,21 @@ def mutants(source: str, lines: tuple[int, int] | None) -> list[tuple[Mutant, st
     return out
 
 
-_SKIP_CACHE: dict[int, set[int]] = {}
-
-
-def _in_annotation_or_index(node: ast.AST, tree: ast.AST) -> bool:
+def _annotation_nodes(tree: ast.AST) -> set[int]:
     """Nodes inside type annotations mutate nothing at run time (`from __future__ import
     annotations` leaves them unevaluated)."""
-    key = id(tree)
-    if key not in _SKIP_CACHE:
-        skip: set[int] = set()
-        for n in ast.walk(tree):
-            anns = []
-            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                anns.append(n.returns)
-                anns += [a.annotation for a in n.args.args + n.args.kwonlyargs]
-            if isinstance(n, ast.AnnAssign):
-                anns.append(n.annotation)
-            for a in anns:
-                if a is not None:
-                    skip.update(id(x) for x in ast.walk(a))
-        _SKIP_CACHE[key] = skip
-    return id(node) in _SKIP_CACHE[key]
+    skip: set[int] = set()
+    for n in ast.walk(tree):
+        anns = []
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            anns.append(n.returns)
+            anns += [a.annotation for a in n.args.args + n.args.kwonlyargs]
+        if isinstance(n, ast.AnnAssign):
+            anns.append(n.annotation)
+        for a in anns:
+            if a is not None:
+                skip.update(id(x) for x in ast.walk(a))
+    return skip
 
 
 def make_copy(work: Path) -> Path:
@@ -239,8 +225,8 @@ def make_copy(work: Path) -> Path:
     pkg = tree / "lofi"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    for name, folder in PACKAGES.items():
-        os.symlink(tree / folder, pkg / name)
+    for name in PACKAGES:
+        os.symlink(tree / name, pkg / name)
     return tree
 
 
