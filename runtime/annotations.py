@@ -58,10 +58,6 @@ class GroundTruth:
         return [s for info in self.videos.values() for s in info.segments]
 
 
-def _read_json(path: str | Path, what: str) -> Any:
-    return read_json(path, what)
-
-
 def _number(raw: Any, where: str, name: str, bound: Bound) -> float:
     """A finite number (JSON number or numeric string) inside its physical `bound`. NaN and
     infinities are refused: one of them silently changes every mAP it takes part in; so is a
@@ -140,7 +136,7 @@ def parse_ground_truth(data: Any, source: str = "annotations") -> GroundTruth:
 
 
 def load_ground_truth(path: str | Path) -> GroundTruth:
-    return parse_ground_truth(_read_json(path, "annotation file"), str(path))
+    return parse_ground_truth(read_json(path, "annotation file"), str(path))
 
 
 def ground_truth_json(gt: GroundTruth) -> dict[str, Any]:
@@ -178,7 +174,7 @@ def parse_results(data: Any, source: str = "results") -> list[Segment]:
 
 
 def load_results(path: str | Path) -> list[Segment]:
-    return parse_results(_read_json(path, "results file"), str(path))
+    return parse_results(read_json(path, "results file"), str(path))
 
 
 def results_json(segments: list[Segment], videos: list[str] | None = None) -> dict[str, Any]:
