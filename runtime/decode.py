@@ -193,6 +193,14 @@ def _fingerprint(frame: object) -> bytes | None:
     return hashlib.blake2b(pixels.tobytes(), digest_size=16).digest()
 
 
+def concealed_clause(count: int) -> str:
+    """`count` frames repaired by the decoder's error concealment, as one clause of a warning."""
+    return (
+        f"{count} frame(s) decoded with errors the decoder concealed "
+        "(damaged data shown as repaired pixels)"
+    )
+
+
 class _NoFrames(LofiError):
     """No frame came out of the decoder."""
 
@@ -314,10 +322,7 @@ class VideoReader:
         """What is wrong with the source besides `truncated` and `corrupt`, one clause each."""
         out = list(self.notes)
         if self.concealed:
-            out.append(
-                f"{self.concealed} frame(s) decoded with errors the decoder concealed "
-                "(damaged data shown as repaired pixels)"
-            )
+            out.append(concealed_clause(self.concealed))
         jumps = self.timeline.describe()
         if jumps:
             out.append(jumps)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from lofi.runtime.decode import READ_TIMEOUT, VideoReader
+from lofi.runtime.decode import READ_TIMEOUT, VideoReader, concealed_clause
 from lofi.runtime.errors import LofiError
-from lofi.runtime.timeline import Jump, Shown
+from lofi.runtime.timeline import Jump, Shown, jumps_clause
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg"}
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -161,17 +161,9 @@ class ReconnectingReader:
         """What was wrong within the connections (as `VideoReader.damage`), one clause each."""
         out = []
         if self.concealed:
-            out.append(
-                f"{self.concealed} frame(s) decoded with errors the decoder concealed "
-                "(damaged data shown as repaired pixels)"
-            )
-        first = self.first_jump
-        if first is not None:
-            out.append(
-                f"timestamps jump {self.jump_count} time(s) (first at {first.at:.1f} s of a "
-                f"connection: from {first.before:.1f} s to {first.after:.1f} s); the timeline "
-                "goes on without filling the gap"
-            )
+            out.append(concealed_clause(self.concealed))
+        if self.first_jump is not None:
+            out.append(jumps_clause(self.jump_count, self.first_jump, " of a connection"))
         return out
 
     def _record_gap(self, drop: tuple[float, float, str], tries: int, replayed: int) -> None:

@@ -130,14 +130,17 @@ class Timeline:
 
     def describe(self) -> str | None:
         """The jumps as one clause of a warning line (None without any)."""
-        if not self.jumps:
-            return None
-        first = self.jumps[0]
-        return (
-            f"timestamps jump {len(self.jumps)} time(s) (first at {first.at:.1f} s: from "
-            f"{first.before:.1f} s to {first.after:.1f} s); the timeline goes on without "
-            "filling the gap"
-        )
+        return jumps_clause(len(self.jumps), self.jumps[0]) if self.jumps else None
+
+
+def jumps_clause(count: int, first: Jump, of: str = "") -> str:
+    """`count` discontinuities as one clause of a warning line, `first` described (`of` follows
+    its output time, e.g. ' of a connection')."""
+    return (
+        f"timestamps jump {count} time(s) (first at {first.at:.1f} s{of}: from "
+        f"{first.before:.1f} s to {first.after:.1f} s); the timeline goes on without "
+        "filling the gap"
+    )
 
 
 def frame_seconds(seconds: float | None, rate: float | None) -> float:
