@@ -185,13 +185,13 @@ class OrtBackend:
                 config(key, "1" if spin else "0")
         # kept for the session's life: ONNX Runtime may use these buffers in place
         self._external = [np.frombuffer(data, np.uint8) for data in (external or {}).values()]
-        if external and hasattr(opts, "add_external_initializers_from_files_in_memory"):
+        if external:
+            if not hasattr(opts, "add_external_initializers_from_files_in_memory"):
+                raise LofiError(f"{label} has external data: this needs onnxruntime >= 1.20")
             opts.add_external_initializers_from_files_in_memory(
                 list(external), self._external, [len(b) for b in self._external]
             )
         source = str(model) if isinstance(model, Path) else model
-        if external and not hasattr(opts, "add_external_initializers_from_files_in_memory"):
-            raise LofiError(f"{label} has external data: this needs onnxruntime >= 1.20")
         captured: list[str] = []
         try:
             with native_output_captured() as captured:
